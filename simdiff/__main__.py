@@ -1,0 +1,3 @@
+from simdiff.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Forward processes: one module per process."""
