@@ -1,1 +1,10 @@
-"""Backbones: architecture only."""
+"""Backbones: architecture only (no losses, optimizers or training loops).
+
+* :mod:`simdiff.nets.embeddings` -- ``sinusoidal_embedding(t, dim)`` step features.
+* :mod:`simdiff.nets.mlp` -- ``DenoiserMLP`` for low-dimensional data.
+"""
+
+from simdiff.nets.embeddings import sinusoidal_embedding
+from simdiff.nets.mlp import DenoiserMLP
+
+__all__ = ["DenoiserMLP", "sinusoidal_embedding"]

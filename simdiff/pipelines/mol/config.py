@@ -1,0 +1,311 @@
+"""The MOL pipeline's configuration schema (values live in ``configs/mol/*.yaml``).
+
+A run is fully determined by one :class:`MolConfig`; the executor options (backend, workers, Ray address) only
+decide *where* jobs run, never what they compute, so they are not part of the run's fingerprint.
+
+Seeds are explicit and partitioned: paired demos, unlabeled conditions and evaluation draw environment seeds
+from disjoint ranges (checked in :meth:`MolConfig.__post_init__`), so evaluation seeds are truly held out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from simdiff.config import check_range
+
+Level = int | Literal["shift"]
+# Seeds of consecutive domains are this far apart, so per-domain seed ranges never collide.
+DOMAIN_SEED_STRIDE = 100_000
+# Sweep replicates shift every training seed range by this much (evaluation seeds stay fixed: paired comparison).
+REPLICATE_SEED_STRIDE = 10_000_000
+# Within a domain's condition range, each round (0 = specialists, r >= 1 = DAgger) owns this many seeds.
+ROUND_SEED_BLOCK = DOMAIN_SEED_STRIDE // 16
+
+METHODS = ("specialists", "generalist_labeled_only", "generalist_distilled", "expert")
+
+
+def level_key(level: Level) -> str:
+    """``0 -> "level_0"``, ``"shift" -> "shift"`` (the keys of metrics.json)."""
+    return "shift" if level == "shift" else f"level_{int(level)}"
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Which world, which domains the specialists own, and where everything is evaluated."""
+
+    id: str = "simdiff/Push-v0"
+    # One specialist per domain; a domain is a difficulty level (0 nominal ... 3 widest).
+    domains: tuple[int, ...] = (0, 1, 2, 3)
+    # Evaluation ranges: every level plus the held-out "shift" range outside level 3.
+    eval_levels: tuple[Level, ...] = (0, 1, 2, 3, "shift")
+    # Extra keyword arguments for gymnasium.make (e.g. max_episode_steps); never the level.
+    make_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.domains:
+            raise ValueError("env.domains: expected at least one level, received an empty list")
+        if len(set(self.domains)) != len(self.domains):
+            raise ValueError(f"env.domains: expected distinct levels, received {list(self.domains)}")
+        for d in self.domains:
+            check_range("env.domains[]", d, 0, 3)
+        for lv in self.eval_levels:
+            if lv != "shift":
+                check_range("env.eval_levels[]", lv, 0, 3)
+        if "level" in self.make_kwargs:
+            raise ValueError("env.make_kwargs: the level is set by the pipeline; remove 'level'")
+
+
+@dataclass(frozen=True)
+class DemosSpec:
+    """Stage 1: N paired demos per domain from the scripted expert."""
+
+    per_domain: int = 20  # N
+    seed: int = 0  # first env seed; domain d uses [seed + d*DOMAIN_SEED_STRIDE, ... + per_domain)
+    # Keep only successful expert episodes (collect more seeds until N successes, at most 3N tries).
+    successful_only: bool = True
+
+    def __post_init__(self) -> None:
+        check_range("demos.per_domain", self.per_domain, 1, DOMAIN_SEED_STRIDE // 3)
+        check_range("demos.seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A conditional diffusion policy: size preset, training budget, and optional overrides.
+
+    ``overrides`` and ``train_overrides`` are passed to the diffusion policy's own config schema, which checks
+    them strictly (unknown keys fail before any stage runs).
+    """
+
+    size: str = "tiny"
+    steps: int = 2000  # gradient steps: the training budget
+    batch_size: int = 256
+    lr: float = 1e-4
+    overrides: dict[str, Any] = field(default_factory=dict)
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_range("steps", self.steps, 1)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("lr", self.lr, 0.0, 1.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class ConditionsSpec:
+    """Stage 3: unlabeled conditions (observation window + domain, no expert action).
+
+    Round 0 draws them from resets and from on-policy rollouts of each domain's specialist; DAgger rounds add
+    states visited by the generalist of the previous round (see :class:`DaggerSpec`).
+    """
+
+    per_domain: int = 4000  # M: conditions kept per domain and round (uniform subsample of the pool)
+    resets_per_domain: int = 200  # initial observations of fresh seeds
+    rollouts_per_domain: int = 40  # specialist episodes whose visited states become conditions
+    stride: int = 1  # keep every stride-th step of a rollout
+    seed: int = 1_000_000
+    batch_envs: int = 32  # environments stepped together during rollouts
+
+    def __post_init__(self) -> None:
+        check_range("conditions.per_domain", self.per_domain, 1)
+        check_range("conditions.resets_per_domain", self.resets_per_domain, 0)
+        check_range("conditions.rollouts_per_domain", self.rollouts_per_domain, 0)
+        total = self.resets_per_domain + self.rollouts_per_domain
+        if not 0 < total <= ROUND_SEED_BLOCK:
+            raise ValueError(f"conditions: expected 0 < resets_per_domain + rollouts_per_domain <= "
+                             f"{ROUND_SEED_BLOCK}, received {total}")
+        check_range("conditions.stride", self.stride, 1)
+        check_range("conditions.seed", self.seed, 0)
+        check_range("conditions.batch_envs", self.batch_envs, 1)
+
+
+@dataclass(frozen=True)
+class DaggerSpec:
+    """DAgger-style rounds: roll out the current generalist per domain, let the specialists label its states.
+
+    Round r's generalist is trained from scratch on paired + all pseudo-labels of rounds 0..r, so the final
+    (distilled) generalist has exactly the labeled-only generalist's architecture and budget. Intermediate
+    generalists only serve to visit states; ``intermediate_steps_fraction`` makes them cheaper.
+    """
+
+    rounds: int = 1  # extra rounds after round 0 (0 = plain distillation)
+    rollouts_per_domain: int = 40
+    intermediate_steps_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_range("dagger.rounds", self.rounds, 0, 10)
+        check_range("dagger.rollouts_per_domain", self.rollouts_per_domain, 1, ROUND_SEED_BLOCK)
+        check_range("dagger.intermediate_steps_fraction", self.intermediate_steps_fraction, 0.0, 1.0,
+                    lo_open=True)
+
+
+@dataclass(frozen=True)
+class PseudoSpec:
+    """Stage 4: each condition gets an action chunk from its domain's specialist."""
+
+    # Keep only conditions from rollouts that succeeded. Applies to the specialists' rollouts; reset
+    # conditions have no rollout and are kept; DAgger states are kept unless filter_dagger (dropping the
+    # generalist's failures would drop exactly the states DAgger is for).
+    filter_success: bool = True
+    filter_dagger: bool = False
+    batch_size: int = 1024
+    seed: int = 2_000_000  # sampling noise of the specialists' labels
+
+    def __post_init__(self) -> None:
+        check_range("pseudo.batch_size", self.batch_size, 1)
+        check_range("pseudo.seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Stage 6: on-policy evaluation at every level and on shift, on held-out seeds."""
+
+    episodes: int = 100  # per level and method; >= 100 for the reported numbers
+    seed: int = 1_000_000_000  # held-out seeds [seed, seed + episodes), the same for every level and method
+    batch_envs: int = 50  # environments stepped together (one batched policy call serves all)
+    # On "shift" (owned by no specialist): "level_3" uses the widest specialist (the one a user would deploy
+    # out of range), "best" the best specialist, "average" the mean over specialists. All are in the report.
+    shift_specialist: Literal["level_3", "best", "average"] = "level_3"
+    # Evaluate every specialist on shift too (shown in the report), whatever the rule above.
+    all_specialists_on_shift: bool = True
+    methods: tuple[str, ...] = METHODS
+
+    def __post_init__(self) -> None:
+        check_range("evaluation.episodes", self.episodes, 1)
+        check_range("evaluation.seed", self.seed, 0)
+        check_range("evaluation.batch_envs", self.batch_envs, 1)
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"evaluation.methods: expected a subset of {list(METHODS)}, received {bad}")
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """Where independent jobs (specialists, generalists, sweep points) run. Not part of the fingerprint."""
+
+    backend: Literal["sequential", "local", "ray"] = "local"
+    workers: int = 2
+    retries: int = 1  # a failed job is retried this many times, then reported
+    ray_address: str | None = None
+    threads_per_job: int = 1  # torch threads inside each job (cores are shared)
+
+    def __post_init__(self) -> None:
+        check_range("executor.workers", self.workers, 1)
+        check_range("executor.retries", self.retries, 0, 10)
+        check_range("executor.threads_per_job", self.threads_per_job, 1)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """``simdiff mol sweep``: success vs. paired demos per domain, and vs. specialist size."""
+
+    paired_demos: tuple[int, ...] = (5, 10, 20, 50)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    specialist_sizes: tuple[str, ...] = ("tiny", "small", "medium")
+    # Paired demos per domain used by the specialist-size sweep (the generalist's size stays fixed).
+    size_sweep_demos: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.paired_demos or not self.seeds:
+            raise ValueError("sweep: expected non-empty paired_demos and seeds")
+        for n in self.paired_demos:
+            check_range("sweep.paired_demos[]", n, 1)
+        for s in self.seeds:
+            check_range("sweep.seeds[]", s, 0, 99)
+        check_range("sweep.size_sweep_demos", self.size_sweep_demos, 1)
+
+
+@dataclass(frozen=True)
+class MolConfig:
+    """One MOL run: paired demos -> specialists -> unlabeled conditions -> pseudo-labels -> generalist."""
+
+    name: str = "mol"
+    seed: int = 0  # training seed (weights, batches); replicate index in sweeps
+    note: str = ""  # free text printed at the top of the report (e.g. "quick settings, fewer episodes")
+    env: EnvSpec = field(default_factory=EnvSpec)
+    demos: DemosSpec = field(default_factory=DemosSpec)
+    specialist: PolicySpec = field(default_factory=PolicySpec)
+    generalist: PolicySpec = field(default_factory=lambda: PolicySpec(size="medium", steps=4000))
+    conditions: ConditionsSpec = field(default_factory=ConditionsSpec)
+    dagger: DaggerSpec = field(default_factory=DaggerSpec)
+    pseudo: PseudoSpec = field(default_factory=PseudoSpec)
+    evaluation: EvalSpec = field(default_factory=EvalSpec)
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+    sweep: SweepSpec = field(default_factory=SweepSpec)
+
+    def __post_init__(self) -> None:
+        check_range("seed", self.seed, 0, 99)
+        _check_disjoint_seeds(self)
+
+    # -- derived quantities ---------------------------------------------------------------------------------
+    def demo_seed(self, domain: int) -> int:
+        return self.demos.seed + self.seed * REPLICATE_SEED_STRIDE + domain * DOMAIN_SEED_STRIDE
+
+    def condition_seed(self, domain: int, round_: int) -> int:
+        # Each round gets its own quarter-stride block: resets, then rollouts.
+        base = self.conditions.seed + self.seed * REPLICATE_SEED_STRIDE + domain * DOMAIN_SEED_STRIDE
+        return base + round_ * ROUND_SEED_BLOCK
+
+    def eval_seed(self) -> int:
+        return self.evaluation.seed
+
+    def fingerprint(self) -> str:
+        """What the run computes (executor options excluded): a resume must match it."""
+        return config_fingerprint(self)
+
+
+def config_fingerprint(cfg: MolConfig) -> str:
+    from simdiff.config import to_dict
+
+    d = to_dict(cfg)
+    d.pop("executor", None)
+    d.pop("sweep", None)  # sweep settings do not change a single run
+    d.pop("note", None)
+    d.pop("name", None)  # cosmetic
+    blob = json.dumps(d, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _check_disjoint_seeds(cfg: MolConfig) -> None:
+    """Demo, condition and evaluation seeds must not overlap for any domain (evaluation is held out)."""
+    spans: list[tuple[str, int, int]] = []
+    max_rounds = cfg.dagger.rounds + 1
+    for d in cfg.env.domains:
+        s = cfg.demo_seed(d)
+        spans.append((f"demos (domain {d})", s, s + 3 * cfg.demos.per_domain))
+        s0 = cfg.condition_seed(d, 0)
+        s1 = cfg.condition_seed(d, max_rounds)
+        spans.append((f"conditions (domain {d})", s0, s1))
+    if max_rounds > 15:
+        raise ValueError(f"dagger.rounds: expected at most 14, received {cfg.dagger.rounds}")
+    ev = cfg.eval_seed()
+    spans.append(("evaluation", ev, ev + cfg.evaluation.episodes))
+    spans.sort(key=lambda t: t[1])
+    for (na, a0, a1), (nb, b0, b1) in zip(spans, spans[1:]):
+        if b0 < a1:
+            raise ValueError(
+                f"seed ranges overlap: {na} uses [{a0}, {a1}) and {nb} uses [{b0}, {b1}); "
+                "expected disjoint ranges (evaluation seeds must be held out) - change demos.seed, "
+                "conditions.seed or evaluation.seed"
+            )
+
+
+def with_overrides(cfg: MolConfig, **changes: Any) -> MolConfig:
+    """``with_overrides(cfg, demos={"per_domain": 5}, seed=1)``: a new validated config."""
+    from simdiff.config import load_config, to_dict
+
+    def merge(base: dict, over: dict) -> dict:
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        return out
+
+    return load_config(MolConfig, merge(to_dict(cfg), changes))
+
+
+__all__ = [
+    "MolConfig", "EnvSpec", "DemosSpec", "PolicySpec", "ConditionsSpec", "DaggerSpec", "PseudoSpec", "EvalSpec",
+    "ExecutorSpec", "SweepSpec", "METHODS", "level_key", "config_fingerprint", "with_overrides",
+]

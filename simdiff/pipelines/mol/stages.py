@@ -1,0 +1,621 @@
+"""Resumable stage machinery and the MOL pipeline's stages.
+
+A run directory ``DIR`` holds the resolved ``config.yaml``, ``run.json``, ``mol_run.json`` (the config
+fingerprint a resume must match) and one folder per stage. Each stage writes its outputs first and its marker
+``DIR/stages/<name>.done`` (JSON: seconds, summary) atomically *last*; a stage with a marker is skipped, a
+stage without one is (re)done from the start, overwriting its own partial outputs. Stages made of several
+jobs (specialists, generalists, evaluation cells) keep one small marker per job too, so a killed stage redoes
+only the jobs that had not finished.
+
+Stages, in order (``R`` = ``dagger.rounds``)::
+
+    demos -> specialists -> conditions_r0 -> pseudo_r0 -> generalist_r0 (+ labeled-only)
+          -> conditions_r1 -> pseudo_r1 -> generalist_r1 -> ... -> generalist_rR -> evaluate -> report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simdiff.errors import UserError
+from simdiff.pipelines.mol.config import MolConfig
+from simdiff.utils.io import read_json, write_json
+
+STAGES_DIR = "stages"
+RUN_MARKER = "mol_run.json"
+
+
+class StageError(UserError):
+    """A stage could not complete (e.g. jobs failed after their retries); completed work is kept."""
+
+
+# -- markers ---------------------------------------------------------------------------------------------------
+def marker_path(root: str | Path, name: str) -> Path:
+    return Path(root) / STAGES_DIR / f"{name}.done"
+
+
+def is_done(root: str | Path, name: str) -> bool:
+    return marker_path(root, name).is_file()
+
+
+def read_marker(root: str | Path, name: str) -> dict | None:
+    p = marker_path(root, name)
+    return read_json(p) if p.is_file() else None
+
+
+def write_marker(root: str | Path, name: str, info: dict) -> Path:
+    return write_json(marker_path(root, name), {"stage": name, **info})
+
+
+def done_stages(root: str | Path) -> list[str]:
+    d = Path(root) / STAGES_DIR
+    return sorted(p.name[: -len(".done")] for p in d.glob("*.done")) if d.is_dir() else []
+
+
+# -- the runner --------------------------------------------------------------------------------------------------
+@dataclass
+class RunContext:
+    """What every stage receives: the config, the run directory, where jobs run, and a logger."""
+
+    cfg: MolConfig
+    root: Path
+    executor: Any  # ExecutorSpec (possibly overridden on the command line)
+    log: Callable[[str], None] = field(default=lambda msg: print(f"[mol] {msg}", file=sys.stderr, flush=True))
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    fn: Callable[[RunContext], dict | None]
+    description: str = ""
+
+
+def run_stages(ctx: RunContext, stages: Sequence[Stage]) -> list[str]:
+    """Run the stages without a marker, in order; returns the names that ran (skipped ones are logged)."""
+    ran = []
+    for i, stage in enumerate(stages, 1):
+        tag = f"[{i}/{len(stages)}] {stage.name}"
+        if is_done(ctx.root, stage.name):
+            ctx.log(f"{tag}: done already, skipped")
+            continue
+        ctx.log(f"{tag}: {stage.description}" if stage.description else tag)
+        t0 = time.perf_counter()
+        summary = stage.fn(ctx) or {}
+        seconds = time.perf_counter() - t0
+        # The marker goes last: a kill before this line leaves the stage to be redone.
+        write_marker(ctx.root, stage.name, {"seconds": round(seconds, 2), "summary": summary,
+                                            "fingerprint": ctx.cfg.fingerprint()})
+        ctx.log(f"{tag}: finished in {seconds:.1f} s")
+        ran.append(stage.name)
+    return ran
+
+
+def invalidate_from(root: str | Path, stages: Sequence[Stage], name: str) -> list[str]:
+    """Remove the markers of ``name`` and every later stage (``--redo NAME``); outputs are overwritten later."""
+    names = [s.name for s in stages]
+    if name not in names:
+        raise ValueError(f"--redo: unknown stage {name!r}; expected one of {', '.join(names)}")
+    removed = []
+    for s in names[names.index(name):]:
+        p = marker_path(root, s)
+        if p.exists():
+            p.unlink()
+            removed.append(s)
+    return removed
+
+
+# -- run directories ---------------------------------------------------------------------------------------------
+def prepare_run_dir(cfg: MolConfig, out: str | Path, overwrite: bool = False,
+                    command: list[str] | None = None) -> tuple[Path, bool]:
+    """Create ``out`` for ``cfg`` or check that it is a resumable run of the same config.
+
+    Returns ``(path, resumed)``. A directory holding a run of a different config is refused (listing the
+    differences) unless ``overwrite``; a non-empty directory that is not a MOL run is always refused.
+    """
+    from simdiff.config import to_dict
+    from simdiff.utils.run import record_run
+
+    out = Path(out)
+    marker = out / RUN_MARKER
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not marker.is_file():
+            raise FileExistsError(f"--out {out} is not empty and holds no MOL run ({RUN_MARKER} missing); "
+                                  "choose a new directory")
+        old = read_json(marker)
+        if old.get("fingerprint") == cfg.fingerprint() and not overwrite:
+            _append_resume(out, command)
+            return out, True
+        if not overwrite:
+            diffs = _config_diffs(old.get("config", {}), _fingerprinted(to_dict(cfg)))
+            raise FileExistsError(f"--out {out} holds a MOL run of a different config ({'; '.join(diffs[:6])}); "
+                                  "pass --overwrite to replace it or choose a new directory")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    record_run(out, config=cfg, seed=cfg.seed, command=command)
+    write_json(marker, {"fingerprint": cfg.fingerprint(), "config": _fingerprinted(to_dict(cfg))})
+    return out, False
+
+
+def _fingerprinted(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k not in ("executor", "sweep", "note", "name")}
+
+
+def _config_diffs(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _config_diffs(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def _append_resume(out: Path, command: list[str] | None) -> None:
+    import datetime as dt
+
+    run_json = out / "run.json"
+    info = read_json(run_json) if run_json.is_file() else {}
+    info.setdefault("resumes", []).append({
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command if command is not None else sys.argv,
+    })
+    write_json(run_json, info)
+
+
+def load_run_config(run_dir: str | Path) -> MolConfig:
+    """The resolved config of an existing run directory."""
+    from simdiff.config import load_config
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_MARKER).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a MOL run directory ({RUN_MARKER} missing)")
+    return load_config(MolConfig, run_dir / "config.yaml")
+
+
+def with_executor(cfg: MolConfig, **changes: Any) -> MolConfig:
+    """The same run on another executor (backend, workers, address): not part of the fingerprint."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return dataclasses.replace(cfg, executor=dataclasses.replace(cfg.executor, **changes)) if changes else cfg
+
+
+# ================================================================================================================
+# The MOL stages
+# ================================================================================================================
+def round_names(cfg: MolConfig) -> list[int]:
+    return list(range(cfg.dagger.rounds + 1))
+
+
+def build_stages(cfg: MolConfig) -> list[Stage]:
+    """The ordered stages of a run of ``cfg`` (the DAgger rounds unrolled)."""
+    st = [
+        Stage("demos", _stage_demos, f"{cfg.demos.per_domain} scripted demos per domain {list(cfg.env.domains)}"),
+        Stage("specialists", _stage_specialists, f"one '{cfg.specialist.size}' policy per domain, as jobs"),
+    ]
+    for r in round_names(cfg):
+        src = "resets + specialist rollouts" if r == 0 else f"rollouts of generalist round {r - 1} (DAgger)"
+        st += [
+            Stage(f"conditions_r{r}", _bind(_stage_conditions, r), f"unlabeled conditions from {src}"),
+            Stage(f"pseudo_r{r}", _bind(_stage_pseudo, r), "label conditions with their domain's specialist"),
+            Stage(f"generalist_r{r}", _bind(_stage_generalist, r),
+                  f"'{cfg.generalist.size}' generalist on paired + pseudo rounds 0..{r}"
+                  + (" (+ labeled-only baseline)" if r == 0 else "")),
+        ]
+    st += [Stage("evaluate", _stage_evaluate, f"on-policy at {[str(x) for x in cfg.env.eval_levels]}, "
+                                              f"{cfg.evaluation.episodes} held-out seeds each"),
+           Stage("report", _stage_report, "metrics.json, report.md, plots")]
+    return st
+
+
+def _bind(fn: Callable[[RunContext, int], dict], r: int) -> Callable[[RunContext], dict]:
+    def stage(ctx: RunContext) -> dict:
+        return fn(ctx, r)
+
+    stage.__name__ = f"{fn.__name__}_r{r}"
+    return stage
+
+
+def run_pipeline(cfg: MolConfig, out: str | Path, *, overwrite: bool = False, redo: str | None = None,
+                 stop_after: str | None = None, command: list[str] | None = None, print_table: bool = False,
+                 quiet: bool = False) -> dict:
+    """Run or resume every stage of ``cfg`` into ``out``; returns metrics.json's content (or {} if stopped)."""
+    from simdiff.pipelines.mol import adapters
+
+    stages = build_stages(cfg)
+    names = [s.name for s in stages]
+    if stop_after is not None and stop_after not in names:
+        raise ValueError(f"--stop-after: unknown stage {stop_after!r}; expected one of {', '.join(names)}")
+    adapters.preflight(cfg)  # bad env id / policy overrides fail here, before anything is written
+    root, resumed = prepare_run_dir(cfg, out, overwrite=overwrite, command=command)
+    log = (lambda msg: None) if quiet else (lambda msg: print(f"[mol] {msg}", file=sys.stderr, flush=True))
+    if redo is not None:
+        removed = invalidate_from(root, stages, redo)
+        log(f"--redo {redo}: cleared {', '.join(removed) or 'nothing'}")
+    if resumed:
+        log(f"resuming {root}: done already: {', '.join(done_stages(root)) or 'nothing'}")
+    ctx = RunContext(cfg=cfg, root=root, executor=cfg.executor, log=log)
+    if stop_after is not None:
+        stages = stages[: names.index(stop_after) + 1]
+    t0 = time.perf_counter()
+    run_stages(ctx, stages)
+    if stop_after is not None and stop_after != "report":
+        log(f"stopped after {stop_after}; rerun the same command without --stop-after to continue")
+        return {}
+    from simdiff.pipelines.mol.report import format_table, headline, load_metrics
+
+    metrics = load_metrics(root / "metrics.json")
+    if print_table:
+        print(_table_banner(cfg, root, time.perf_counter() - t0))
+        print(format_table(metrics))
+        for line in headline(metrics):
+            print(line)
+        print(f"\nreport: {root / 'report.md'}   metrics: {root / 'metrics.json'}")
+    return metrics
+
+
+def _table_banner(cfg: MolConfig, root: Path, seconds: float) -> str:
+    ev = cfg.evaluation
+    lines = [f"\nMOL on {cfg.env.id} ({cfg.name}): success % [95% Wilson CI], "
+             f"{ev.episodes} held-out episodes per cell (seeds {ev.seed}..{ev.seed + ev.episodes - 1})"]
+    if ev.episodes < 100:
+        lines.append(f"NOTE: {ev.episodes} < 100 episodes per cell: a quick run, intervals are wide.")
+    if cfg.note:
+        lines.append(cfg.note)
+    lines.append(f"(this invocation: {seconds:.0f} s)")
+    return "\n".join(lines) + "\n"
+
+
+def rebuild_report(run_dir: str | Path) -> str:
+    """``simdiff mol report DIR``: rebuild metrics.json, report.md and plots from the evaluation cells."""
+    from simdiff.pipelines.mol.report import format_table, headline, load_metrics
+
+    cfg = load_run_config(run_dir)
+    root = Path(run_dir)
+    ev_marker = read_marker(root, "evaluate")
+    if ev_marker is None:
+        raise FileNotFoundError(f"{root}: the evaluate stage has not finished; run `simdiff mol run` first")
+    ctx = RunContext(cfg=cfg, root=root, executor=cfg.executor)
+    _stage_report(ctx)
+    metrics = load_metrics(root / "metrics.json")
+    return "\n".join([format_table(metrics), *headline(metrics)])
+
+
+# -- stage 1: paired demos ---------------------------------------------------------------------------------------
+def demo_path(root: Path, domain: int) -> Path:
+    return root / "demos" / f"domain_{domain}.hdf5"
+
+
+def _stage_demos(ctx: RunContext) -> dict:
+    from simdiff.pipelines.mol import adapters
+
+    cfg, out = ctx.cfg, {}
+    for d in cfg.env.domains:
+        path = demo_path(ctx.root, d)
+        info_path = path.with_suffix(".json")
+        if info_path.is_file() and path.is_file():  # this domain finished before an interruption
+            out[f"domain_{d}"] = read_json(info_path)
+            continue
+        info = adapters.collect_demos(cfg.env.id, level=d, episodes=cfg.demos.per_domain, seed=cfg.demo_seed(d),
+                                      out=path, successful_only=cfg.demos.successful_only,
+                                      workers=ctx.executor.workers, make_kwargs=cfg.env.make_kwargs)
+        write_json(info_path, info)
+        out[f"domain_{d}"] = info
+        ctx.log(f"  domain {d}: {info['episodes']} demos, {info['steps']} steps")
+    return out
+
+
+# -- jobs (specialists, generalists) -------------------------------------------------------------------------------
+def _run_policy_jobs(ctx: RunContext, jobs: list[tuple[str, dict]], desc: str) -> dict:
+    """Train policies as executor jobs; each finished job leaves ``<out>/job.json``. Failed jobs (after the
+    retry) are written to ``<stage>_jobs.json`` and raised as one StageError, never dropped."""
+    from simdiff.pipelines.mol import adapters
+
+    todo = [(name, job) for name, job in jobs if not (Path(job["out_dir"]) / "job.json").is_file()]
+    summary = {name: read_json(Path(job["out_dir"]) / "job.json") for name, job in jobs if (name, job) not in todo}
+    if todo:
+        ex = ctx.executor
+        ctx.log(f"  {len(todo)} job(s) on {ex.backend} (workers={ex.workers}"
+                + (f", ray address {ex.ray_address}" if ex.ray_address else "") + ")")
+        results = adapters.run_jobs(adapters.train_policy_job, [j for _, j in todo], ex,
+                                    names=[n for n, _ in todo], desc=desc)
+        failed = []
+        for (name, job), res in zip(todo, results):
+            if res.ok:
+                adapters.finish_policy_job(job, res.value)
+                summary[name] = read_json(Path(job["out_dir"]) / "job.json")
+                ctx.log(f"  {name}: ok in {res.wall_time:.0f} s (attempts {res.attempts}), "
+                        f"final loss {summary[name].get('final_loss', float('nan')):.4g}")
+            else:
+                failed.append({"job": name, "attempts": res.attempts, "error": res.error})
+        write_json(ctx.path(f"{desc}_jobs.json"), {"ok": sorted(summary), "failed": failed})
+        if failed:
+            msgs = "; ".join(f"{f['job']} after {f['attempts']} attempt(s): "
+                             f"{(f['error'] or '?').strip().splitlines()[-1]}" for f in failed)
+            raise StageError(f"{len(failed)} of {len(jobs)} {desc} job(s) failed ({msgs}); see "
+                             f"{ctx.path(f'{desc}_jobs.json')}. Finished jobs are kept: rerun to retry the rest.")
+    return summary
+
+
+def specialist_dir(root: Path, domain: int) -> Path:
+    return root / "specialists" / f"domain_{domain}"
+
+
+def _stage_specialists(ctx: RunContext) -> dict:
+    from simdiff.config import to_dict
+
+    cfg = ctx.cfg
+    jobs = []
+    for d in cfg.env.domains:
+        jobs.append((f"specialist_domain_{d}", {
+            "spec": to_dict(cfg.specialist), "env_id": cfg.env.id, "demos": [str(demo_path(ctx.root, d))],
+            "pseudo": [], "out_dir": str(specialist_dir(ctx.root, d)), "steps": cfg.specialist.steps,
+            "seed": _train_seed(cfg, f"specialist_{d}"), "threads": ctx.executor.threads_per_job}))
+    return _run_policy_jobs(ctx, jobs, "specialists")
+
+
+def _train_seed(cfg: MolConfig, what: str) -> int:
+    import zlib
+
+    # A stable per-model seed: the same model gets the same seed whatever else the run contains.
+    return (cfg.seed * 1_000_003 + zlib.crc32(what.encode())) % (2**31 - 1)
+
+
+# -- stage 3: unlabeled conditions ---------------------------------------------------------------------------------
+def conditions_path(root: Path, r: int, d: int) -> Path:
+    return root / "conditions" / f"round_{r}" / f"domain_{d}.npz"
+
+
+def generalist_dir(root: Path, name: str) -> Path:
+    return root / "generalists" / name
+
+
+def _stage_conditions(ctx: RunContext, r: int) -> dict:
+    from simdiff.pipelines.mol import adapters
+
+    cfg, c = ctx.cfg, ctx.cfg.conditions
+    jobs = []
+    for d in cfg.env.domains:
+        path = conditions_path(ctx.root, r, d)
+        if path.with_suffix(".json").is_file() and path.is_file():
+            continue
+        s0 = cfg.condition_seed(d, r)
+        if r == 0:
+            policy = specialist_dir(ctx.root, d)
+            resets = list(range(s0, s0 + c.resets_per_domain))
+            rolls = list(range(s0 + c.resets_per_domain, s0 + c.resets_per_domain + c.rollouts_per_domain))
+            source = "specialist"
+        else:
+            policy = generalist_dir(ctx.root, f"distilled_r{r - 1}")
+            resets, source = [], "dagger"
+            rolls = list(range(s0, s0 + cfg.dagger.rollouts_per_domain))
+        jobs.append({"env_id": cfg.env.id, "level": d, "make_kwargs": dict(cfg.env.make_kwargs),
+                     "policy_dir": str(policy), "reset_seeds": resets, "rollout_seeds": rolls,
+                     "source": source, "round_": r, "domain": d, "stride": c.stride, "batch_envs": c.batch_envs,
+                     "sample_seed": _train_seed(cfg, f"rollout_{r}_{d}"), "out": str(path)})
+    if jobs:
+        results = adapters.run_jobs(adapters.conditions_job, jobs, ctx.executor,
+                                    names=[f"conditions_r{r}_domain_{j['domain']}" for j in jobs],
+                                    desc=f"conditions_r{r}")
+        _raise_failed(results, f"conditions_r{r}")
+        for job, res in zip(jobs, results):
+            adapters.finish_file_job(job, res.value)
+            write_json(Path(job["out"]).with_suffix(".json"), res.value["stats"])
+    out = {}
+    for d in cfg.env.domains:
+        st = read_json(conditions_path(ctx.root, r, d).with_suffix(".json"))
+        out[f"domain_{d}"] = st
+        ctx.log(f"  domain {d}: {st['conditions']} conditions ({st['episodes']} rollouts, "
+                f"success {st['rollout_success']:.2f})")
+    return out
+
+
+def _raise_failed(results: list, what: str) -> None:
+    failed = [r for r in results if not r.ok]
+    if failed:
+        msgs = "; ".join(f"{r.name} after {r.attempts} attempt(s): {(r.error or '?').strip().splitlines()[-1]}"
+                         for r in failed)
+        raise StageError(f"{len(failed)} {what} job(s) failed: {msgs}")
+
+
+# -- stage 4: pseudo-labels ------------------------------------------------------------------------------------------
+def pseudo_path(root: Path, r: int, d: int) -> Path:
+    return root / "pseudo" / f"round_{r}" / f"domain_{d}.npz"
+
+
+def _stage_pseudo(ctx: RunContext, r: int) -> dict:
+    from simdiff.pipelines.mol import adapters
+    from simdiff.pipelines.mol.conditions import ConditionSet
+    from simdiff.pipelines.mol.pseudo import make_pseudo_labels
+
+    cfg, p = ctx.cfg, ctx.cfg.pseudo
+    out = {}
+    for d in cfg.env.domains:
+        path = pseudo_path(ctx.root, r, d)
+        info = path.with_suffix(".json")
+        if not (info.is_file() and path.is_file()):
+            cs = ConditionSet.load(conditions_path(ctx.root, r, d))
+            label_fn = adapters.label_fn(specialist_dir(ctx.root, d), threads=ctx.executor.threads_per_job)
+            labels, stats = make_pseudo_labels(cs, label_fn, cfg.conditions.per_domain, p.filter_success,
+                                               p.filter_dagger, p.batch_size,
+                                               seed=p.seed + cfg.seed * 7919 + 97 * r + d)
+            labels.save(path)
+            write_json(info, stats)
+        out[f"domain_{d}"] = st = read_json(info)
+        ctx.log(f"  domain {d}: {st['labeled']} pseudo-labels (pool {st['pool']}, after filter "
+                f"{st['after_filter']})")
+    return out
+
+
+# -- stage 5: generalists --------------------------------------------------------------------------------------------
+def _stage_generalist(ctx: RunContext, r: int) -> dict:
+    from simdiff.config import to_dict
+
+    cfg = ctx.cfg
+    final = r == cfg.dagger.rounds
+    steps = cfg.generalist.steps if final else max(1, round(cfg.generalist.steps *
+                                                             cfg.dagger.intermediate_steps_fraction))
+    demos = [str(demo_path(ctx.root, d)) for d in cfg.env.domains]
+    pseudo = [str(pseudo_path(ctx.root, q, d)) for q in range(r + 1) for d in cfg.env.domains]
+    base = {"spec": to_dict(cfg.generalist), "env_id": cfg.env.id, "demos": demos,
+            "threads": ctx.executor.threads_per_job}
+    # One seed for both generalists (the same initial weights): they differ only in their data.
+    seed = _train_seed(cfg, "generalist")
+    jobs = [(f"generalist_distilled_r{r}", {**base, "pseudo": pseudo, "steps": steps, "seed": seed,
+                                            "out_dir": str(generalist_dir(ctx.root, f"distilled_r{r}"))})]
+    if r == 0:
+        jobs.append(("generalist_labeled_only", {**base, "pseudo": [], "steps": cfg.generalist.steps,
+                                                 "seed": seed,
+                                                 "out_dir": str(generalist_dir(ctx.root, "labeled_only"))}))
+    return _run_policy_jobs(ctx, jobs, f"generalist_r{r}")
+
+
+# -- stage 6: evaluation --------------------------------------------------------------------------------------------
+def eval_cell_path(root: Path, method: str, level_key_: str) -> Path:
+    return root / "eval" / method / f"{level_key_}.json"
+
+
+def eval_plan(cfg: MolConfig, root: Path) -> list[dict]:
+    """Every (method, level) cell to evaluate: which policy, on which level.
+
+    ``specialists`` at a trained level k is the domain-k specialist (its own domain); where a level has no own
+    specialist (domains a subset of levels) the specialist of the nearest lower domain is used (else the
+    lowest). On ``shift`` every specialist is evaluated when the rule needs it ("best"/"average") or
+    ``evaluation.all_specialists_on_shift``; the rule then picks the reported cell (see report).
+    """
+    from simdiff.pipelines.mol.config import level_key
+
+    ev, domains = cfg.evaluation, sorted(cfg.env.domains)
+    cells = []
+    for lv in cfg.env.eval_levels:
+        key = level_key(lv)
+        for m in ev.methods:
+            if m == "specialists":
+                if lv == "shift":
+                    need_all = ev.shift_specialist != "level_3" or ev.all_specialists_on_shift
+                    specs = domains if need_all else [max(domains)]
+                    for d in specs:
+                        cells.append({"method": f"specialist_domain_{d}", "level": lv, "key": key,
+                                      "policy": str(specialist_dir(root, d))})
+                    continue
+                own = lv if lv in domains else max([d for d in domains if d <= lv], default=min(domains))
+                cells.append({"method": f"specialist_domain_{own}", "level": lv, "key": key,
+                              "policy": str(specialist_dir(root, own))})
+            elif m == "expert":
+                cells.append({"method": "expert", "level": lv, "key": key, "policy": "expert"})
+            else:
+                name = "labeled_only" if m == "generalist_labeled_only" else f"distilled_r{cfg.dagger.rounds}"
+                cells.append({"method": m, "level": lv, "key": key, "policy": str(generalist_dir(root, name))})
+    return cells
+
+
+def _stage_evaluate(ctx: RunContext) -> dict:
+    from simdiff.pipelines.mol import adapters
+
+    cfg, ev = ctx.cfg, ctx.cfg.evaluation
+    cells = eval_plan(cfg, ctx.root)
+    todo = [c for c in cells if not eval_cell_path(ctx.root, c["method"], c["key"]).is_file()]
+    ctx.log(f"  {len(cells)} cells x {ev.episodes} episodes ({len(cells) - len(todo)} done already)")
+    for c in todo:
+        t0 = time.perf_counter()
+        res = adapters.evaluate(c["policy"], cfg.env.id, c["level"], episodes=ev.episodes, seed=cfg.eval_seed(),
+                                batch_envs=ev.batch_envs, make_kwargs=cfg.env.make_kwargs,
+                                sample_seed=_train_seed(cfg, f"eval_{c['method']}_{c['key']}"),
+                                workers=ctx.executor.workers)
+        res["seconds"] = round(time.perf_counter() - t0, 2)
+        write_json(eval_cell_path(ctx.root, c["method"], c["key"]), res)
+        ctx.log(f"  {c['method']:<24} {c['key']:<8} success {res['successes']}/{res['episodes']} "
+                f"({res['seconds']:.0f} s)")
+    return {"cells": len(cells)}
+
+
+# -- report ------------------------------------------------------------------------------------------------------
+def collect_metrics(cfg: MolConfig, root: Path) -> tuple[dict, dict]:
+    """metrics.json's methods (plus the details the report shows) from the evaluation cells."""
+    from simdiff.pipelines.mol.report import cell, pooled
+
+    methods: dict[str, dict] = {}
+    spec_shift: dict[str, dict] = {}
+    for c in eval_plan(cfg, root):
+        res = read_json(eval_cell_path(root, c["method"], c["key"]))
+        entry = cell(int(res["successes"]), int(res["episodes"]))
+        if c["method"].startswith("specialist_domain_"):
+            if c["key"] == "shift":
+                spec_shift[c["method"]] = entry
+            else:
+                methods.setdefault("specialists", {})[c["key"]] = entry
+        else:
+            methods.setdefault(c["method"], {})[c["key"]] = entry
+    note = None
+    if spec_shift:
+        rule = cfg.evaluation.shift_specialist
+        widest = f"specialist_domain_{max(cfg.env.domains)}"
+        if rule == "level_3" or len(spec_shift) == 1:
+            chosen, note = spec_shift[widest], (f"the widest-domain specialist ({widest}, the one a user would "
+                                                 "deploy outside the trained ranges)")
+        elif rule == "best":
+            best = max(spec_shift, key=lambda k: spec_shift[k]["success"])
+            chosen, note = spec_shift[best], f"the best specialist on shift ({best}; chosen on the test episodes)"
+        else:
+            chosen, note = pooled(list(spec_shift.values())), "the average over all specialists (pooled episodes)"
+        methods.setdefault("specialists", {})["shift"] = chosen
+    # Methods in a fixed order, levels in evaluation order.
+    from simdiff.pipelines.mol.config import METHODS, level_key
+
+    order = [level_key(lv) for lv in cfg.env.eval_levels]
+    methods = {m: {k: methods[m][k] for k in order if k in methods[m]} for m in METHODS if m in methods}
+    details = {"specialists_on_shift": spec_shift if len(spec_shift) > 1 else {}, "shift_specialist_note": note}
+    return methods, details
+
+
+def _stage_report(ctx: RunContext) -> dict:
+    from simdiff.config import to_dict
+    from simdiff.pipelines.mol.report import write_metrics, write_report
+
+    cfg, root = ctx.cfg, ctx.root
+    methods, details = collect_metrics(cfg, root)
+    metrics = write_metrics(root / "metrics.json", methods)
+    timings = {}
+    for st in build_stages(cfg):
+        m = read_marker(root, st.name)
+        if m:
+            timings[st.name] = m["seconds"]
+    details.update({
+        "name": cfg.name, "note": cfg.note, "env_id": cfg.env.id, "domains": list(cfg.env.domains),
+        "evaluation": {"episodes": cfg.evaluation.episodes,
+                       "seed_range": f"{cfg.eval_seed()}..{cfg.eval_seed() + cfg.evaluation.episodes - 1}"},
+        "data": _data_summary(cfg, root), "timings": timings,
+        "policies": {"specialist": to_dict(cfg.specialist), "generalist": to_dict(cfg.generalist),
+                     "dagger_rounds": cfg.dagger.rounds, "filter_success": cfg.pseudo.filter_success},
+    })
+    write_report(root, metrics, details)
+    return {"methods": sorted(metrics["methods"])}
+
+
+def _data_summary(cfg: MolConfig, root: Path) -> dict:
+    out = {}
+    for d in cfg.env.domains:
+        row: dict[str, Any] = {}
+        info = demo_path(root, d).with_suffix(".json")
+        if info.is_file():
+            di = read_json(info)
+            row["paired_episodes"], row["paired_windows"] = di.get("episodes"), di.get("steps")
+        cond = pseudo_kept = 0
+        for r in round_names(cfg):
+            cp, pp = conditions_path(root, r, d).with_suffix(".json"), pseudo_path(root, r, d).with_suffix(".json")
+            if cp.is_file():
+                cond += read_json(cp).get("conditions", 0)
+            if pp.is_file():
+                pseudo_kept += read_json(pp).get("labeled", 0)
+        row["conditions"], row["pseudo_kept"] = cond, pseudo_kept
+        out[f"domain {d}"] = row
+    return out

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simdiff.config import ConfigError, load_config
+from simdiff.pipelines.mol.config import MolConfig, with_overrides
+from simdiff.pipelines.mol.stages import (
+    RunContext,
+    Stage,
+    build_stages,
+    done_stages,
+    invalidate_from,
+    prepare_run_dir,
+    read_marker,
+    run_stages,
+)
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "mol"
+
+
+@pytest.mark.parametrize("name", ["tiny", "quickstart", "push", "lift"])
+def test_shipped_configs_load(name):
+    cfg = load_config(MolConfig, CONFIGS / f"{name}.yaml")
+    assert cfg.demos.per_domain >= 1 and cfg.evaluation.episodes >= 1
+    if name in ("push", "lift"):
+        assert cfg.evaluation.episodes >= 100
+    if name == "push":
+        assert cfg.demos.per_domain <= 20
+
+
+def test_unknown_key_and_bad_values_are_clear_errors():
+    with pytest.raises(ConfigError, match="did you mean 'per_domain'"):
+        load_config(MolConfig, {"demos": {"per_domian": 3}})
+    with pytest.raises(ConfigError, match=r"env.domains\[\]"):
+        load_config(MolConfig, {"env": {"domains": [0, 7]}})
+    with pytest.raises(ConfigError, match="evaluation.methods"):
+        load_config(MolConfig, {"evaluation": {"methods": ["oracle"]}})
+
+
+def test_evaluation_seeds_must_be_held_out():
+    with pytest.raises(ConfigError, match="seed ranges overlap"):
+        load_config(MolConfig, {"evaluation": {"seed": 0}})
+
+
+def test_fingerprint_ignores_executor_but_not_data():
+    cfg = MolConfig()
+    assert with_overrides(cfg, executor={"backend": "ray", "workers": 7}).fingerprint() == cfg.fingerprint()
+    assert with_overrides(cfg, demos={"per_domain": 5}).fingerprint() != cfg.fingerprint()
+
+
+def test_stage_list_unrolls_dagger_rounds():
+    names = [s.name for s in build_stages(with_overrides(MolConfig(), dagger={"rounds": 2}))]
+    assert names == ["demos", "specialists", "conditions_r0", "pseudo_r0", "generalist_r0", "conditions_r1",
+                     "pseudo_r1", "generalist_r1", "conditions_r2", "pseudo_r2", "generalist_r2", "evaluate",
+                     "report"]
+
+
+def _ctx(tmp_path, cfg=None):
+    cfg = cfg or MolConfig()
+    root, resumed = prepare_run_dir(cfg, tmp_path / "run")
+    return RunContext(cfg=cfg, root=root, executor=cfg.executor, log=lambda m: None), resumed
+
+
+def test_interrupted_stage_resumes_and_done_stages_are_skipped(tmp_path):
+    ctx, resumed = _ctx(tmp_path)
+    assert not resumed
+    calls: list[str] = []
+    state = {"fail": True}
+
+    def ok(name):
+        def fn(c):
+            calls.append(name)
+            (c.root / f"{name}.out").write_text(name)
+            return {"n": 1}
+        return fn
+
+    def flaky(c):
+        calls.append("b")
+        (c.root / "b.partial").write_text("half")
+        if state["fail"]:
+            raise RuntimeError("killed midway")
+        return {}
+
+    stages = [Stage("a", ok("a")), Stage("b", flaky), Stage("c", ok("c"))]
+    with pytest.raises(RuntimeError, match="killed midway"):
+        run_stages(ctx, stages)
+    assert done_stages(ctx.root) == ["a"] and calls == ["a", "b"]
+    state["fail"] = False
+    cfg = ctx.cfg
+    root, resumed = prepare_run_dir(cfg, ctx.root)  # same config: resume
+    assert resumed
+    ran = run_stages(ctx, stages)
+    assert ran == ["b", "c"] and calls == ["a", "b", "b", "c"]
+    assert read_marker(ctx.root, "a")["summary"] == {"n": 1}
+    assert run_stages(ctx, stages) == []  # everything done: nothing runs
+    assert invalidate_from(ctx.root, stages, "b") == ["b", "c"]
+    assert run_stages(ctx, stages) == ["b", "c"]
+
+
+def test_run_dir_refuses_other_config_and_foreign_dirs(tmp_path):
+    cfg = MolConfig()
+    prepare_run_dir(cfg, tmp_path / "run")
+    other = with_overrides(cfg, demos={"per_domain": 3})
+    with pytest.raises(FileExistsError, match=r"demos.per_domain: 20 -> 3"):
+        prepare_run_dir(other, tmp_path / "run")
+    root, resumed = prepare_run_dir(other, tmp_path / "run", overwrite=True)
+    assert not resumed and (root / "config.yaml").is_file() and (root / "run.json").is_file()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds no MOL run"):
+        prepare_run_dir(cfg, foreign, overwrite=True)
+    assert (foreign / "keep.txt").read_text() == "mine"
