@@ -139,8 +139,8 @@ class LiftExpert:
     """
 
     ABOVE = 0.06  # m above the cube center while approaching
-    K_POS = 1.0  # fraction of the position error requested per step
-    K_ROT = 1.0
+    V_MAX = 0.4  # m/s
+    LOOP = 1.0  # position-loop gain as a fraction of 1 / (total lag)
     GRASP_STEPS = 3  # minimum steps of closing before lifting (plus the action delay)
 
     def __init__(self, env: Any):
@@ -159,13 +159,38 @@ class LiftExpert:
         env = self.env
         dom = env.domain
         eef, cube = env.eef_pos, env.cube_pos
-        pending = env.pending_actions
-        # The OSC goal is relative to the achieved pose, so pending deltas move the gripper on their own.
-        eef_pred = eef + 0.5 * pending[:, :3].sum(axis=0) * lift.POS_SCALE
-        yaw_err = (env.cube_yaw - env.eef_yaw + math.pi / 4.0) % (math.pi / 2.0) - math.pi / 4.0
-        yaw_err -= 0.5 * pending[:, 5].sum() * lift.ROT_SCALE
         rel = cube - eef
         xy_err = float(np.hypot(rel[0], rel[1]))
+        yaw_err = (env.cube_yaw - env.eef_yaw + math.pi / 4.0) % (math.pi / 2.0) - math.pi / 4.0
+        target, grip = self._plan(env, dom, eef, cube, rel, xy_err, yaw_err)
+
+        # The OSC goal is (achieved pose + delta), so a held delta d gives a steady velocity g * d with
+        # g = omega / (2 zeta), omega = sqrt(kp). Command velocities through that map, predicted over the
+        # action delay, with a loop gain below 1 / (delay + controller lag) so the arm does not oscillate.
+        dt = 1.0 / lift.CONTROL_FREQ
+        omega = math.sqrt(lift.KP_NOMINAL * dom.kp_scale)
+        g = omega / (2.0 * dom.damping_ratio)
+        lag = (dom.action_delay + 1) * dt + 1.0 / g
+        k = self.LOOP / lag
+        vel = env.eef_velocity
+        eef_pred = eef + vel[3:] * dom.action_delay * dt
+        v = k * (target - eef_pred)
+        speed = float(np.linalg.norm(v))
+        if speed > self.V_MAX:
+            v *= self.V_MAX / speed
+        yaw_pred = yaw_err - vel[2] * dom.action_delay * dt
+        # Keep the gripper pointing down (tilt) and turn it to the cube's yaw (modulo 90 degrees).
+        w = np.zeros(3)
+        w[:2] = k * np.cross(env.eef_approach, (0.0, 0.0, -1.0))[:2]
+        w[2] = k * yaw_pred
+        act = np.zeros(7)
+        act[:3] = v / g / lift.POS_SCALE
+        act[3:6] = w / g / lift.ROT_SCALE
+        act[6] = grip
+        return np.clip(act, -1.0, 1.0).astype(np.float32)
+
+    def _plan(self, env, dom, eef, cube, rel, xy_err, yaw_err):
+        """Phase machine: returns the gripper target position and the gripper command."""
         grip = -1.0
         if self.phase == 0:
             target = cube + np.array([0.0, 0.0, self.ABOVE])
@@ -175,6 +200,7 @@ class LiftExpert:
             target = cube.copy()
             if xy_err > 0.02:
                 self.phase = 0
+                target = cube + np.array([0.0, 0.0, self.ABOVE])
             elif abs(rel[2]) < 0.008:
                 self.phase, self._closing, self._width = 2, 0, None
         if self.phase == 2:
@@ -189,16 +215,8 @@ class LiftExpert:
         if self.phase == 3:
             target, grip = np.array([eef[0], eef[1], env.goal_z + 0.05 - rel[2]]), 1.0
             if np.linalg.norm(rel) > dom.cube_size + 0.03:
-                self.phase = 0
-                grip = -1.0
+                self.phase, grip = 0, -1.0
                 target = cube + np.array([0.0, 0.0, self.ABOVE])
-        act = np.zeros(7)
-        act[:3] = self.K_POS * (target - eef_pred) / lift.POS_SCALE
-        # Keep the gripper pointing down (tilt) and turn it to the cube's yaw.
-        a = env.eef_approach
-        act[3:5] = self.K_ROT * np.cross(a, (0.0, 0.0, -1.0))[:2] / lift.ROT_SCALE
-        act[5] = self.K_ROT * yaw_err / lift.ROT_SCALE
-        act[6] = grip
-        return np.clip(act, -1.0, 1.0).astype(np.float32)
+        return target, grip
 
     __call__ = act

@@ -240,6 +240,16 @@ class LiftEnv(gym.Env):
         return r[:, 2].copy()
 
     @property
+    def eef_velocity(self) -> np.ndarray:
+        """``(6,)`` world-frame gripper velocity: angular (3) then linear (3)."""
+        import mujoco
+
+        out = np.zeros(6)
+        mujoco.mj_objectVelocity(self._sim.model._model, self._sim.data._data, mujoco.mjtObj.mjOBJ_SITE,
+                                 self._grip_site, out, 0)
+        return out
+
+    @property
     def gripper_width(self) -> float:
         q = self._rs_obs["robot0_gripper_qpos"]
         return float(q[0] - q[1])

@@ -134,7 +134,9 @@ class PushEnv(gym.Env):
         self.domain: PushDomain = DOMAIN_SPEC.nominal()
         self._domain_info: dict[str, Any] = domain_dict(self.domain)
         self._context = np.zeros(ctx_dim, dtype=np.float32)
-        self.goal = np.array(GOAL_NOMINAL, dtype=np.float64)
+        self._obs_template = np.zeros(STATE_DIM + ctx_dim, dtype=np.float32)
+        self._set_goal(GOAL_NOMINAL)
+        self._bx = self._by = 0.0
         self._scale = MAX_SPEED
         self._buf = np.zeros((1, 2))
         self._ptr = 0
@@ -159,21 +161,27 @@ class PushEnv(gym.Env):
         return obs, {"success": self._success(), "domain": dict(self._domain_info)}
 
     def step(self, action):
-        a = np.asarray(action, dtype=np.float64)
+        a = np.asarray(action)
         if a.shape != (2,):
             raise ValueError(f"Push-v0 action must have shape (2,); received {a.shape}")
-        if not np.isfinite(a).all():
+        # Plain floats from here on: per-step numpy calls on 2-vectors cost more than the math.
+        x, y = a.tolist()
+        if not (math.isfinite(x) and math.isfinite(y)):
             raise ValueError(f"Push-v0 action must be finite; received {a}")
+        x, y = min(1.0, max(-1.0, x)), min(1.0, max(-1.0, y))
         d = self._data
-        # Ring buffer of delay + 1 slots: write the new action, apply the oldest one.
-        self._buf[self._ptr] = np.clip(a, -1.0, 1.0)
-        self._ptr = (self._ptr + 1) % self._buf.shape[0]
-        d.ctrl[:] = self._buf[self._ptr] * self._scale
+        if self._buf.shape[0] > 1:
+            # Ring buffer of delay + 1 slots: write the new action, apply the oldest one.
+            self._buf[self._ptr] = x, y
+            self._ptr = (self._ptr + 1) % self._buf.shape[0]
+            x, y = self._buf[self._ptr].tolist()
+        d.ctrl[:] = x * self._scale, y * self._scale
         mujoco.mj_step(self._model, d, nstep=N_SUBSTEPS)
-        dist = math.hypot(d.qpos[_BOX_X] - self.goal[0], d.qpos[_BOX_Y] - self.goal[1])
+        obs = self._obs()
+        dist = math.hypot(self._bx - self.goal[0], self._by - self.goal[1])
         success = dist < GOAL_TOL
         # A fresh info dict per call: gymnasium requires returned data not to share objects.
-        return self._obs(), -dist, success, False, {"success": success, "domain": dict(self._domain_info)}
+        return obs, -dist, success, False, {"success": success, "domain": dict(self._domain_info)}
 
     def render(self):
         if self.render_mode != "rgb_array":
@@ -240,6 +248,7 @@ class PushEnv(gym.Env):
         self._domain_info = domain_dict(dom)
         if self.observe_domain:
             self._context = DOMAIN_SPEC.normalize(dom)
+        self._obs_template = np.concatenate([np.zeros(STATE_DIM, np.float32), self._context])
 
     def _place(self, rng: np.random.Generator) -> None:
         dom = self.domain
@@ -262,18 +271,19 @@ class PushEnv(gym.Env):
 
     def _set_goal(self, goal) -> None:
         self.goal = np.array(goal, dtype=np.float64)
+        self._gx, self._gy = float(self.goal[0]), float(self.goal[1])
         self._model.site_pos[self._goal_site, :2] = self.goal
 
     def _obs(self) -> np.ndarray:
-        q, v = self._data.qpos, self._data.qvel
-        s = np.array((q[_PUSH_X], q[_PUSH_Y], v[_PUSH_X], v[_PUSH_Y], q[_BOX_X], q[_BOX_Y],
-                      math.cos(4.0 * q[_BOX_YAW]), math.sin(4.0 * q[_BOX_YAW]), v[_BOX_X], v[_BOX_Y],
-                      self.goal[0], self.goal[1]))
+        q, v = self._data.qpos.tolist(), self._data.qvel.tolist()
+        self._bx, self._by = q[_BOX_X], q[_BOX_Y]
+        yaw4 = 4.0 * q[_BOX_YAW]
+        out = self._obs_template.copy()
+        out[:STATE_DIM] = (q[_PUSH_X], q[_PUSH_Y], v[_PUSH_X], v[_PUSH_Y], q[_BOX_X], q[_BOX_Y], math.cos(yaw4),
+                           math.sin(yaw4), v[_BOX_X], v[_BOX_Y], self._gx, self._gy)
         if self.domain.obs_noise > 0.0:
-            s[:_NOISY] += self.np_random.normal(0.0, self.domain.obs_noise, _NOISY)
-        if self.observe_domain:
-            return np.concatenate((s.astype(np.float32), self._context))
-        return s.astype(np.float32)
+            out[:_NOISY] += self.np_random.normal(0.0, self.domain.obs_noise, _NOISY)
+        return out
 
     def _success(self) -> bool:
         q = self._data.qpos

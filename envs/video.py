@@ -70,6 +70,9 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: floa
                                     pixelformat="yuv420p", quality=7) as writer:
                 for f in frames:
                     writer.append_data(f)
+        from envs.datasets import _chmod_default
+
+        _chmod_default(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -45,7 +45,7 @@ _ALIASES = {"checkerboard": "metropolis", "sw": "swendsen-wang", "swendsen_wang"
 _ALGO_CODE = {"metropolis": 0, "wolff": 1, "swendsen-wang": 2}
 STEP_UNITS = {
     "metropolis": "sweep (L^2 attempts)",
-    "wolff": "sweep-equivalent (Wolff clusters until >= L^2 spins flipped)",
+    "wolff": "clusters_per_step Wolff clusters (about L^2 flipped spins, calibrated during burn-in)",
     "swendsen-wang": "sweep (one Swendsen-Wang update)",
 }
 
@@ -346,17 +346,22 @@ def bond_sum_and_magnetization(spins):
 
 
 @njit(cache=True, nogil=True)
-def chain_kernel(spins, algo, thresholds, p_threshold, n_records, steps, seed, store, out_spins, out_bonds,
-                 out_mag):
+def chain_kernel(spins, algo, thresholds, p_threshold, wolff_clusters_per_step, n_records, steps, seed, store,
+                 out_spins, out_bonds, out_mag, stats):
     """Advance one chain ``spins`` (L, L) in place: ``steps`` algorithm steps before each of ``n_records`` records.
 
-    algo: 0 metropolis, 1 wolff, 2 swendsen-wang; seed: reseeds numba's generator of the calling thread (the
-    generator state is per thread, so chains in different threads never share a stream). out_spins:
-    (n_records, L, L) int8 when ``store`` (else (0, L, L)); out_bonds, out_mag: (n_records,) int64 lattice totals.
-    Runs without the GIL, so Python threads run chains in parallel.
+    algo: 0 metropolis, 1 wolff, 2 swendsen-wang; a Wolff step is ``wolff_clusters_per_step`` clusters (a fixed
+    count: stopping after a number of flipped spins instead would bias the recorded states towards the end of
+    large clusters). seed: reseeds numba's generator of the calling thread (the generator state is per thread,
+    so chains in different threads never share a stream). out_spins: (n_records, L, L) int8 when ``store``
+    (else (0, L, L)); out_bonds, out_mag: (n_records,) int64 lattice totals; stats: (2,) int64, set to
+    (clusters built, spins flipped) for the cluster algorithms. Runs without the GIL, so Python threads run
+    chains in parallel.
     """
     np.random.seed(seed)
     no_stream = np.empty(0, dtype=np.int64)
+    stats[0] = 0
+    stats[1] = 0
     L = spins.shape[0]
     n = L * L
     if algo == 0:
@@ -375,12 +380,10 @@ def chain_kernel(spins, algo, thresholds, p_threshold, n_records, steps, seed, s
     elif algo == 1:
         stack = np.empty(n, dtype=np.int64)
         for k in range(n_records):
-            for _ in range(steps):
-                # A Wolff step is a sweep-equivalent: clusters until at least L^2 spins have flipped.
-                flipped = 0
-                while flipped < n:
-                    _, size = _wolff_cluster(spins, p_threshold, stack, no_stream, 0)
-                    flipped += size
+            for _ in range(steps * wolff_clusters_per_step):
+                _, size = _wolff_cluster(spins, p_threshold, stack, no_stream, 0)
+                stats[0] += 1
+                stats[1] += size
             bonds, mag = bond_sum_and_magnetization(spins)
             out_bonds[k] = bonds
             out_mag[k] = mag
@@ -391,7 +394,9 @@ def chain_kernel(spins, algo, thresholds, p_threshold, n_records, steps, seed, s
         decision = np.empty(n, dtype=np.int8)
         for k in range(n_records):
             for _ in range(steps):
-                _sw_sweep(spins, p_threshold, parent, decision, no_stream, 0)
+                _, clusters = _sw_sweep(spins, p_threshold, parent, decision, no_stream, 0)
+                stats[0] += clusters
+                stats[1] += n
             bonds, mag = bond_sum_and_magnetization(spins)
             out_bonds[k] = bonds
             out_mag[k] = mag
@@ -583,11 +588,14 @@ def chain_seeds(seed: int, n_chains: int, call: int) -> np.ndarray:
 @dataclass
 class ChainRecords:
     """What one :func:`run_chains` call recorded. Shapes: spins (C, R, L, L) int8 (R = 0 unless stored),
-    bond_sum and magnetization (C, R) int64 (lattice totals, energy = -bond_sum)."""
+    bond_sum and magnetization (C, R) int64 (lattice totals, energy = -bond_sum); clusters and flipped (C,)
+    int64: clusters built and spins flipped by the cluster algorithms during the call."""
 
     spins: np.ndarray
     bond_sum: np.ndarray
     magnetization: np.ndarray
+    clusters: np.ndarray
+    flipped: np.ndarray
 
 
 def default_threads() -> int:
@@ -601,11 +609,12 @@ def default_threads() -> int:
 
 
 def run_chains(spins: np.ndarray, temperature: float, algorithm: str, n_records: int, steps_per_record: int,
-               seeds: np.ndarray, store: bool = True, threads: int | None = None) -> ChainRecords:
+               seeds: np.ndarray, store: bool = True, threads: int | None = None,
+               clusters_per_step: int = 1) -> ChainRecords:
     """Advance C chains in place, recording energy and magnetization (and spins if ``store``) R times.
 
     spins: (C, L, L) int8, updated in place; seeds: (C,) integers in [0, 2^32), one per chain; one record every
-    ``steps_per_record`` steps (see STEP_UNITS). Chains run on ``threads`` worker threads (default: every
+    ``steps_per_record`` steps (see STEP_UNITS; a Wolff step is ``clusters_per_step`` clusters). Chains run on ``threads`` worker threads (default: every
     available CPU); the kernel releases the GIL and each chain seeds its own thread's generator, so the result
     is the same for any thread count.
     """
@@ -621,14 +630,16 @@ def run_chains(spins: np.ndarray, temperature: float, algorithm: str, n_records:
     if seeds.shape != (n_chains,) or seeds.min() < 0 or seeds.max() >= _TWO32:
         raise ValueError(f"seeds: expected shape ({n_chains},) with values in [0, 2^32), received {seeds.shape}")
     threads = default_threads() if threads is None else _check_count(threads, "threads", 1)
+    clusters_per_step = _check_count(clusters_per_step, "clusters_per_step", 1)
+    stats = np.zeros((n_chains, 2), dtype=np.int64)
     out_spins = np.empty((n_chains, n_records if store else 0, L, L), dtype=np.int8)
     out_bonds = np.empty((n_chains, n_records), dtype=np.int64)
     out_mag = np.empty((n_chains, n_records), dtype=np.int64)
     code, thr, p_thr = _ALGO_CODE[algorithm], metropolis_thresholds(temperature), bond_threshold(temperature)
 
     def one(c: int) -> None:
-        chain_kernel(spins[c], code, thr, p_thr, n_records, steps, int(seeds[c]), bool(store), out_spins[c],
-                     out_bonds[c], out_mag[c])
+        chain_kernel(spins[c], code, thr, p_thr, clusters_per_step, n_records, steps, int(seeds[c]), bool(store),
+                     out_spins[c], out_bonds[c], out_mag[c], stats[c])
 
     workers = min(threads, n_chains)
     if workers == 1:
@@ -639,7 +650,7 @@ def run_chains(spins: np.ndarray, temperature: float, algorithm: str, n_records:
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(one, range(n_chains)))  # list() re-raises any worker's exception
-    return ChainRecords(out_spins, out_bonds, out_mag)
+    return ChainRecords(out_spins, out_bonds, out_mag, stats[:, 0].copy(), stats[:, 1].copy())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -677,6 +688,7 @@ class SampleResult:
     init: str
     step_unit: str = ""
     notes: list[str] = field(default_factory=list)
+    clusters_per_step: int | None = None
 
     def metadata(self) -> dict:
         """Plain-JSON metadata for :func:`physics.datasets.save_spins`."""
@@ -689,6 +701,7 @@ class SampleResult:
             "burn_in": self.burn_in,
             "thin": self.thin,
             "step_unit": self.step_unit,
+            "clusters_per_step": self.clusters_per_step,
             "tau_int_energy": self.tau_int["energy"],
             "tau_int_abs_m": self.tau_int["abs_m"],
             "tau_int_samples_energy": self.tau_int_samples["energy"],
@@ -721,15 +734,30 @@ def _series_tau(bonds: np.ndarray, mags: np.ndarray) -> tuple[dict[str, float], 
 class _Runner:
     """Kernel calls of one sampling run; call k of chain c gets seed SeedSequence(seed, (c, k))."""
 
-    def __init__(self, spins, temperature, algorithm, seed, threads):
+    def __init__(self, spins, temperature, algorithm, seed, threads, clusters_per_step):
         self.spins, self.temperature, self.algorithm = spins, temperature, algorithm
         self.seed, self.threads, self.calls = seed, threads, 0
+        self.clusters_per_step = clusters_per_step
 
     def __call__(self, n_records: int, steps: int, store: bool) -> ChainRecords:
         self.calls += 1
         seeds = chain_seeds(self.seed, self.spins.shape[0], self.calls)
         return run_chains(self.spins, self.temperature, self.algorithm, n_records, steps, seeds, store,
-                          self.threads)
+                          self.threads, self.clusters_per_step)
+
+
+def _calibrate_wolff(run: _Runner, rounds: int = 3, steps: int = 32) -> int:
+    """Set the Wolff step to about L^2 flipped spins: clusters_per_step = round(L^2 / mean cluster size).
+
+    Measured over ``rounds`` short runs (part of the burn-in, so the chain equilibrates meanwhile); a fixed
+    count afterwards keeps every later step an unbiased Markov step. Returns the steps run.
+    """
+    n_sites = run.spins.shape[1] * run.spins.shape[2]
+    for _ in range(rounds):
+        rec = run(1, steps, False)
+        mean_size = rec.flipped.sum() / max(int(rec.clusters.sum()), 1)
+        run.clusters_per_step = max(1, int(round(n_sites / mean_size)))
+    return rounds * steps
 
 
 class _NoBar:
@@ -776,16 +804,18 @@ def sample_configurations(L: int, temperature: float, n_samples: int, algorithm:
                           chains: int = 4, burn_in: int | None = None, thin: int | None = None,
                           threads: int | None = None, progress: bool = True, pilot_steps: int = 512,
                           max_pilot_steps: int = 1 << 17, thin_factor: float = 2.0,
-                          init: str | None = None) -> SampleResult:
+                          init: str | None = None, clusters_per_step: int | None = None) -> SampleResult:
     """Equilibrium spin configurations of the L x L Ising torus at temperature T.
 
     Steps:
-      1. ``chains`` independent chains start cold (all up) below T_c and hot (random) otherwise.
+      1. ``chains`` independent chains start cold (all up) below T_c and hot (random) otherwise. For Wolff, a
+         step is ``clusters_per_step`` clusters, calibrated (unless given) to about L^2 flipped spins in 96
+         steps that count as burn-in.
       2. Pilot (when ``burn_in`` or ``thin`` is None): record energy and |m| every step, doubling the run until
          its second half is at least 50 tau_int long; tau_int is measured on that second half.
-      3. Burn-in = the pilot's length (or ``burn_in``, whichever is larger); thin = ceil(thin_factor * max tau),
-         at least 1, unless given.
-      4. Each chain records ceil-share of ``n_samples`` samples, ``thin`` steps apart.
+      3. Burn-in = every step run so far (calibration + pilot), topped up to ``burn_in`` if that is larger;
+         thin = ceil(thin_factor * max tau), at least 1, unless given.
+      4. Chain c records its share of ``n_samples`` (they differ by at most one), ``thin`` steps apart.
 
     Results depend on (L, T, n_samples, algorithm, seed, chains, burn_in, thin, pilot settings) only, not on
     ``threads`` or the machine. Returns a :class:`SampleResult` with spins (n_samples, L, L) int8.
@@ -810,18 +840,27 @@ def sample_configurations(L: int, temperature: float, n_samples: int, algorithm:
     if init not in ("up", "random"):
         raise ValueError(f"init: expected 'up' or 'random', received {init!r}")
 
+    if clusters_per_step is not None:
+        clusters_per_step = _check_count(clusters_per_step, "clusters_per_step", 1)
+    if threads is not None:
+        threads = _check_count(threads, "threads", 1)
+
+    # Step 1: start, and for Wolff fix the step length.
     spins = _initial_spins(L, chains, seed, init)
-    run = _Runner(spins, temperature, algorithm, seed, threads)
+    run = _Runner(spins, temperature, algorithm, seed, threads, clusters_per_step or 1)
     notes: list[str] = []
+    done = 0
+    if algorithm == "wolff" and clusters_per_step is None:
+        done = _calibrate_wolff(run)
 
     # Steps 2-3: pilot, burn-in, thinning.
     tau = {"energy": float("nan"), "abs_m": float("nan")}
-    reliable, done, pilot_total = False, 0, 0
+    reliable, pilot_total = False, 0
     if burn_in is None or thin is None:
-        tau, reliable, done = _pilot(run, pilot_steps, max_pilot_steps, progress)
-        pilot_total = done
+        tau, reliable, pilot_total = _pilot(run, pilot_steps, max_pilot_steps, progress)
+        done += pilot_total
         if not reliable:
-            notes.append(f"pilot capped at {done} steps: tau_int estimate not reliable (needs >= 50 tau)")
+            notes.append(f"pilot capped at {pilot_total} steps: tau_int estimate not reliable (needs >= 50 tau)")
         if thin is None:
             thin = max(1, math.ceil(thin_factor * max(tau["energy"], tau["abs_m"])))
     if burn_in is not None and burn_in > done:
@@ -859,4 +898,5 @@ def sample_configurations(L: int, temperature: float, n_samples: int, algorithm:
         thin=int(thin), tau_int=tau, tau_int_samples=tau_samples, tau_reliable=reliable,
         pilot_steps=pilot_total, elapsed_s=time.perf_counter() - start, init=init,
         step_unit=STEP_UNITS[algorithm], notes=notes,
+        clusters_per_step=run.clusters_per_step if algorithm == "wolff" else None,
     )

@@ -57,10 +57,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             try:
                 return _coerce(value, a, where)
             except ConfigError as exc:
-                errors.append(str(exc))
+                errors.append(exc)
+        if len(errors) == 1 and isinstance(value, dict):
+            # Optional[Schema]: the nested error (unknown key, did-you-mean, range) is the useful one.
+            raise errors[0]
         raise ConfigError(f"{where}: expected {_type_name(tp)}, received {value!r}")
     if origin is Literal:
-        if value not in get_args(tp):
+        # Compare types too: True == 1 and 1.0 == 1 in Python, but neither is the literal 1.
+        if not any(value == a and type(value) is type(a) for a in get_args(tp)):
             raise ConfigError(f"{where}: expected {_type_name(tp)}, received {value!r}")
         return value
     if dataclasses.is_dataclass(tp):
@@ -69,6 +73,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, received {value!r}")
         return _build(tp, value, where)
+    if tp in (tuple, list):
+        origin = tp
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, received {value!r}")
@@ -119,10 +125,16 @@ def _build(schema: type[T], data: dict, where: str) -> T:
     unknown = [k for k in data if k not in fields]
     if unknown:
         k = unknown[0]
+        prefix = f"{where}: " if where else ""
         raise ConfigError(
-            f"{where}: unknown key '{k}'{_did_you_mean(str(k), list(fields))}; "
+            f"{prefix}unknown key '{k}'{_did_you_mean(str(k), list(fields))}; "
             f"valid keys: {', '.join(fields)}"
         )
+    missing = [name for name, f in fields.items() if name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}missing required key '{missing[0]}' (required: {', '.join(missing)})")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     try:
         return schema(**kwargs)

@@ -15,7 +15,6 @@ A planner is saved as a checkpoint directory (safetensors + JSON: weights, token
 from __future__ import annotations
 
 import os
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,8 +99,7 @@ class PlannerPolicy:
         self.action_dim = action_dim
         self.mask_id = model.mask_id
         self.plan_tokens = tokenizer.num_tokens(cfg.plan_horizon)
-        self._hist: list[deque] = []
-        self._queue: list[deque] = []
+        self._envs: PlannerBatchPolicy | None = None
 
     # ------------------------------------------------------------------------------------------ build
     @classmethod
@@ -174,7 +172,7 @@ class PlannerPolicy:
         return {"state": state} if ctx is None else {"state": state, "context": ctx}
 
     @torch.no_grad()
-    def sample_tokens(self, obs_hist: torch.Tensor, generator: torch.Generator | None = None, *,
+    def sample_tokens(self, obs_hist: torch.Tensor, generator: masked.Generators = None, *,
                       steps: int | None = None, loops: int | None = None, order: str | None = None,
                       temperature: float | None = None, callback=None) -> torch.Tensor:
         """(B, To, Do) -> plan tokens (B, H). Unset options come from the config."""
@@ -186,9 +184,11 @@ class PlannerPolicy:
             temperature=self.cfg.temperature if temperature is None else temperature, callback=callback)
 
     @torch.no_grad()
-    def predict_action(self, obs_hist: torch.Tensor | np.ndarray, generator: torch.Generator | None = None,
+    def predict_action(self, obs_hist: torch.Tensor | np.ndarray, generator: masked.Generators = None,
                        **sample_kw: Any) -> torch.Tensor:
-        """Batched: observation history (B, To, Do) -> action plan (B, Ta, Da) in [-1, 1]."""
+        """Batched: observation history (B, To, Do) -> action plan (B, Ta, Da) in [-1, 1].
+
+        ``generator``: one generator, or one per row (see :func:`simdiff.processes.masked.sample`)."""
         obs_hist = torch.as_tensor(obs_hist, dtype=torch.float32)
         tokens = self.sample_tokens(obs_hist, generator, **sample_kw)
         return self.tokenizer.decode(tokens).clamp(-1.0, 1.0)
@@ -209,44 +209,35 @@ class PlannerPolicy:
         return float(masked.nats_to_bits(total / tokens.shape[0]))
 
     # ------------------------------------------------------------------------------- receding horizon
-    def reset(self, num_envs: int = 1) -> None:
-        """Forget observation histories and queued actions of ``num_envs`` environments."""
-        self._hist = [deque(maxlen=self.cfg.obs_horizon) for _ in range(num_envs)]
-        self._queue = [deque() for _ in range(num_envs)]
+    def batch_policy(self, task: int | None = None, **sample_kw: Any) -> PlannerBatchPolicy:
+        """This planner as a ``BatchPolicy`` for the batched evaluation runner (``simdiff.pipelines.evaluate``);
+        ``sample_kw`` (steps, loops, order, temperature) override the config's sampler settings."""
+        if task is not None:
+            raise ValueError(f"task: the planner is not task-conditioned, received task={task}")
+        return PlannerBatchPolicy(self, **sample_kw)
 
-    def reset_env(self, i: int) -> None:
-        """Forget the state of environment ``i`` only (its episode ended)."""
-        self._hist[i].clear()
-        self._queue[i].clear()
+    def reset(self, num_envs: int = 1, seed: int | None = None) -> None:
+        """Forget histories and queued plans of ``num_envs`` lock-stepped envs; env ``i`` samples from a
+        generator seeded ``seed + i`` (or the global RNG when ``seed`` is None)."""
+        self._envs = self.batch_policy()
+        self._envs.reset(num_envs)
+        for i in range(num_envs):
+            self._envs.begin(i, None, None if seed is None else seed + i)
+
+    def reset_env(self, i: int, seed: int | None = None) -> None:
+        """Forget the state of env ``i`` only (its episode ended)."""
+        self._envs.begin(i, None, seed)
 
     @torch.no_grad()
-    def select_action(self, obs: np.ndarray | torch.Tensor, generator: torch.Generator | None = None,
-                      **sample_kw: Any) -> np.ndarray:
-        """Receding horizon: ``obs`` (Do,) or (B, Do) -> action (Da,) or (B, Da).
-
-        Each environment replans when its queue is empty and executes ``action_steps`` actions of each plan;
-        environments that need a plan at the same call are planned in one batch.
-        """
+    def select_action(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Receding horizon: ``obs`` (Do,) or (B, Do) -> action (Da,) or (B, Da) (see :class:`PlannerBatchPolicy`)."""
         obs = np.asarray(obs, dtype=np.float32)
         single = obs.ndim == 1
         obs = obs[None] if single else obs
-        if not self._hist or len(self._hist) != obs.shape[0]:
+        if self._envs is None or self._envs.num_slots != obs.shape[0]:
             self.reset(obs.shape[0])
-        for i, o in enumerate(obs):
-            while len(self._hist[i]) < self.cfg.obs_horizon - 1:  # pad the start with the first observation
-                self._hist[i].append(o)
-            self._hist[i].append(o)
-        need = [i for i, q in enumerate(self._queue) if not q]
-        if need:
-            hist = torch.from_numpy(np.stack([np.stack(self._hist[i]) for i in need]))
-            plans = self.predict_action(hist, generator, **sample_kw).numpy()
-            for j, i in enumerate(need):
-                self._queue[i].extend(plans[j, :self.cfg.action_steps])
-        act = np.stack([q.popleft() for q in self._queue]).astype(np.float32)
+        act = self._envs.act(obs, np.arange(obs.shape[0]))
         return act[0] if single else act
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        return self.select_action(obs)
 
     # ------------------------------------------------------------------------------------- persistence
     def save(self, path_dir: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -287,4 +278,54 @@ class PlannerPolicy:
                 "plan_tokens": self.plan_tokens, "flops_per_forward": self.model.flops(self.cfg.sample_loops)}
 
 
-__all__ = ["ObsLayout", "make_windows", "PlannerPolicy", "POLICY_KIND"]
+class PlannerBatchPolicy:
+    """Drives ``n`` env slots with one planner (the ``BatchPolicy`` protocol of ``simdiff.pipelines.evaluate``).
+
+    Each slot keeps its observation history (the first observation repeated at an episode's start, as in
+    training), a queue of ``action_steps`` planned actions and its own generator seeded from the episode seed.
+    ``act`` replans every slot whose queue ran out in ONE batched sampler call with per-row generators, so an
+    episode does not depend on which others share the batch.
+    """
+
+    def __init__(self, policy: PlannerPolicy, **sample_kw: Any):
+        self.policy, self.sample_kw = policy, sample_kw
+        self.reset(0)
+
+    @property
+    def num_slots(self) -> int:
+        return self._hist.shape[0]
+
+    def reset(self, n: int) -> None:
+        cfg = self.policy.cfg
+        self._hist = np.zeros((n, cfg.obs_horizon, self.policy.layout.obs_dim), dtype=np.float32)
+        self._queue = np.zeros((n, cfg.action_steps, self.policy.action_dim), dtype=np.float32)
+        self._pos = np.full(n, cfg.action_steps, dtype=np.int64)  # next queue index; action_steps = empty
+        self._fresh = np.ones(n, dtype=bool)
+        self._gens: list[torch.Generator | None] = [None] * n
+
+    def begin(self, slot: int, env: Any, seed: int | None) -> None:
+        self._pos[slot] = self._queue.shape[1]
+        self._fresh[slot] = True
+        self._gens[slot] = None if seed is None else torch.Generator().manual_seed(int(seed))
+
+    def act(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """``obs`` (k, Do) for env slots ``slots`` (k,) -> actions (k, Da)."""
+        slots = np.asarray(slots, dtype=np.int64)
+        obs = np.asarray(obs, dtype=np.float32)[:, :self._hist.shape[2]]
+        fresh = self._fresh[slots]
+        hist = np.concatenate([self._hist[slots, 1:], obs[:, None]], axis=1)
+        hist[fresh] = obs[fresh][:, None]
+        self._hist[slots] = hist
+        self._fresh[slots] = False
+        need = slots[self._pos[slots] >= self._queue.shape[1]]
+        if need.size:
+            gens = [self._gens[s] for s in need.tolist()]
+            plan = self.policy.predict_action(torch.from_numpy(self._hist[need]), gens, **self.sample_kw)
+            self._queue[need] = plan[:, :self._queue.shape[1]].numpy()
+            self._pos[need] = 0
+        out = self._queue[slots, self._pos[slots]]
+        self._pos[slots] += 1
+        return out
+
+
+__all__ = ["ObsLayout", "make_windows", "PlannerPolicy", "PlannerBatchPolicy", "POLICY_KIND"]

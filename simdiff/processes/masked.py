@@ -34,7 +34,7 @@ from it by ``O(eps)`` (MDLM neglects the same prior/reconstruction terms).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -167,19 +167,40 @@ def _check_cond(cond: Cond, batch: int) -> None:
             raise ValueError(f"cond[{name}]: expected a tensor with leading dimension {batch}, received {got}")
 
 
-def _gumbel_argmax(logp: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Categorical draw by Gumbel-max. float64 noise: float32 Gumbel truncation measurably lowers the
-    effective temperature of masked-diffusion samplers (Zheng et al. 2024)."""
+Generators = torch.Generator | Sequence[torch.Generator | None] | None
+
+
+def _uniform(shape: tuple[int, ...], generator: Generators, dtype: torch.dtype = torch.float32,
+             device: torch.device | str | None = None) -> torch.Tensor:
+    """Uniforms of ``shape`` (B, ...). With one generator per row, row ``b`` draws from ``generator[b]`` only,
+    so a sample does not depend on which other rows share the batch."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(shape, generator=generator, dtype=dtype, device=device)
+    return torch.stack([torch.rand(shape[1:], generator=g, dtype=dtype, device=device) for g in generator])
+
+
+def _gumbel_argmax(logp: torch.Tensor, temperature: float, u: torch.Tensor | None) -> torch.Tensor:
+    """Categorical draw by Gumbel-max from uniforms ``u`` (shape of ``logp``). float64 noise: float32 Gumbel
+    truncation measurably lowers the effective temperature of masked-diffusion samplers (Zheng et al. 2024)."""
     if temperature == 0.0:
         return logp.argmax(-1)
-    u = torch.rand(logp.shape, generator=generator, device=logp.device, dtype=torch.float64)
     g = -torch.log(-torch.log(u.clamp_min(1e-300)))
     return (logp.double() / temperature + g).argmax(-1)
 
 
-def _reveal_random(masked: torch.Tensor, ratio: torch.Tensor, generator) -> torch.Tensor:
-    u = torch.rand(masked.shape, generator=generator, device=masked.device)
-    return masked & (u < ratio)
+def _candidates(logp: torch.Tensor, where: torch.Tensor, temperature: float,
+                generator: Generators) -> torch.Tensor:
+    """Draws ``x0 ~ p_theta`` at the positions ``where`` (B, L): returns (n_where,) token ids.
+
+    A single generator draws only at ``where`` (cheap); per-row generators draw a full row each so every row
+    consumes its own stream identically whatever the rest of the batch does."""
+    if temperature == 0.0:
+        return logp[where].argmax(-1)
+    if generator is None or isinstance(generator, torch.Generator):
+        u = torch.rand(logp[where].shape, generator=generator, dtype=torch.float64, device=logp.device)
+        return _gumbel_argmax(logp[where], temperature, u)
+    u = _uniform(tuple(logp.shape), generator, torch.float64, logp.device)
+    return _gumbel_argmax(logp, temperature, u)[where]
 
 
 def _reveal_confident(masked: torch.Tensor, conf: torch.Tensor, keep_ratio: float) -> torch.Tensor:
@@ -193,7 +214,7 @@ def _reveal_confident(masked: torch.Tensor, conf: torch.Tensor, keep_ratio: floa
 
 @torch.no_grad()
 def sample(denoiser: Denoiser, shape: tuple[int, int], *, mask_id: int, num_steps: int,
-           generator: torch.Generator | None = None, cond: Cond = None, eps: float = EPS,
+           generator: Generators = None, cond: Cond = None, eps: float = EPS,
            order: Literal["random", "confidence"] = "random", cache: bool = True, temperature: float = 1.0,
            device: torch.device | str | None = None,
            callback: Callable[[dict], None] | None = None) -> torch.Tensor:
@@ -209,6 +230,8 @@ def sample(denoiser: Denoiser, shape: tuple[int, int], *, mask_id: int, num_step
     denoiser output for rows whose ``z`` did not change; this is exact only when the denoiser ignores ``t``,
     so a denoiser with attribute ``time_conditioned = True`` is refused. ``callback`` receives a dict
     ``{"step", "t", "s", "z", "rows_evaluated"}`` after every step (e.g. to count function evaluations).
+    ``generator`` is one ``torch.Generator`` or a sequence of B (one per row, ``None`` entries use the global
+    RNG): per-row generators make each row's sample independent of the batch it is drawn in.
     """
     B, L = shape
     if B < 1 or L < 1:
@@ -223,6 +246,8 @@ def sample(denoiser: Denoiser, shape: tuple[int, int], *, mask_id: int, num_step
         raise ValueError("cache=True reuses outputs across times, which is only valid for a denoiser that "
                          "ignores t; this denoiser is time_conditioned: pass cache=False")
     _check_cond(cond, B)
+    if not (generator is None or isinstance(generator, torch.Generator)) and len(generator) != B:
+        raise ValueError(f"generator: expected one generator or a sequence of {B}, received {len(generator)}")
     z = torch.full((B, L), mask_id, dtype=torch.long, device=device)
     logp = torch.zeros(B, L, mask_id, device=device)
     stale = torch.ones(B, dtype=torch.bool, device=device)
@@ -245,11 +270,11 @@ def sample(denoiser: Denoiser, shape: tuple[int, int], *, mask_id: int, num_step
         cand = z.clone()
         if order == "random":
             # 3. draw x0 ~ p_theta(. | z_t) only where a position is revealed (the others stay masked).
-            reveal = _reveal_random(masked, reveal_p, generator)
-            cand[reveal] = _gumbel_argmax(logp[reveal], temperature, generator)
+            reveal = masked & (_uniform((B, L), generator, device=z.device) < reveal_p)
+            cand[reveal] = _candidates(logp, reveal, temperature, generator)
         else:
             # 3'. draw x0 at every masked position, keep the most confident ones.
-            cand[masked] = _gumbel_argmax(logp[masked], temperature, generator)
+            cand[masked] = _candidates(logp, masked, temperature, generator)
             conf = logp.gather(-1, cand.clamp_max(mask_id - 1).unsqueeze(-1)).squeeze(-1)
             reveal = _reveal_confident(masked, conf, 1.0 - reveal_p)
         # 4. carry over unmasked tokens (SUBS); mark changed rows stale.

@@ -539,7 +539,7 @@ def prior_sample(proc: SpectralProcess, shape: tuple[int, ...], n: int, generato
 
 def sample(proc: SpectralProcess, eps_fn: EpsFn, x_start: Tensor, n_start: int, num_steps: int | None = None,
            generator: torch.Generator | None = None, clip_x0: float | None = None,
-           callback: Callable[[int, Tensor], None] | None = None) -> Tensor:
+           callback: Callable[[int, Tensor], None] | None = None, x0_floor: float = X0_FLOOR) -> Tensor:
     """Ancestral sampling loop from ``X_{n_start}`` (modes) to ``X_0``; returns pixels ``(B, C, L, L)`` float32.
 
     ``eps_fn(x_pixels float32 (B, C, L, L), n (B,) long) -> eps_hat`` in pixel space (the network).
@@ -559,7 +559,7 @@ def sample(proc: SpectralProcess, eps_fn: EpsFn, x_start: Tensor, n_start: int, 
             eps_pix = eps_fn(from_modes(x, proc.basis).float(), nn)
         # 2. its mode-space eps gives x0_hat; 3. draw X_m from the exact posterior around x0_hat
         x = sample_step(proc, x, to_modes(eps_pix.double(), proc.basis), nn, torch.full((b,), m, dtype=torch.long),
-                        generator=generator, clip_x0=clip_x0)
+                        generator=generator, clip_x0=clip_x0, x0_floor=x0_floor)
         if callback is not None:
             callback(i, x)
     return from_modes(x, proc.basis).float()

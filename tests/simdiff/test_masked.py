@@ -209,3 +209,14 @@ def test_nll_bound_estimators_agree_and_equal_true_nll_for_exact_model():
     bound = md.nll_bound(exact_denoiser, TABLE.repeat(500, 1), mask_id=MASK, generator=g).view(500, -1).mean(0)
     assert torch.allclose(bound.double(), true_nll, rtol=0.05)
     assert md.nats_to_bits(math.log(2.0)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("order", ["random", "confidence"])
+def test_per_row_generators_make_rows_independent_of_the_batch(order):
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+    both = md.sample(exact_denoiser, (3, L), mask_id=MASK, num_steps=6, generator=gens([1, 2, 3]), order=order)
+    alone = md.sample(exact_denoiser, (1, L), mask_id=MASK, num_steps=6, generator=gens([2]), order=order)
+    assert torch.equal(both[1], alone[0])
+    with pytest.raises(ValueError, match="sequence of 3"):
+        md.sample(exact_denoiser, (3, L), mask_id=MASK, num_steps=2, generator=gens([1]))

@@ -18,6 +18,7 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +26,6 @@ from simdiff.utils.io import atomic_write_bytes
 
 SOURCES = {"reset": 0, "specialist": 1, "dagger": 2}
 
-# chunk_fn(obs_windows (B, To, Do) float32) -> actions (B, Ta, Da) to execute open-loop, in order.
-ChunkFn = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -135,65 +134,6 @@ def reset_observations(make_env: Callable[[], object], seeds: Sequence[int]) -> 
     n = len(obs)
     return Episodes(obs=obs, success=np.ones(n, bool), seeds=np.asarray(seeds, np.int64),
                     lengths=np.ones(n, int))
-
-
-def rollout(make_env: Callable[[], object], chunk_fn: ChunkFn, seeds: Sequence[int], n_obs: int,
-            batch_envs: int = 32, progress_desc: str | None = None) -> Episodes:
-    """Roll out a chunking policy on-policy, ``batch_envs`` environments in lockstep, one batched call per
-    replanning step; record every observation an action was taken in and whether the episode succeeded.
-
-    ``chunk_fn`` receives ``(B, To, Do)`` windows and returns ``(B, Ta, Da)`` actions executed open-loop.
-    An episode ends at termination or truncation; success means ``info["success"]`` was ever True.
-    """
-    from simdiff.utils.progress import progress
-
-    seeds = [int(s) for s in seeds]
-    out_obs: list[np.ndarray] = [None] * len(seeds)  # type: ignore[list-item]
-    success = np.zeros(len(seeds), bool)
-    envs = [make_env() for _ in range(min(batch_envs, max(1, len(seeds))))]
-    bar = progress(total=len(seeds), desc=progress_desc)
-    try:
-        for start in range(0, len(seeds), len(envs)):
-            batch = seeds[start:start + len(envs)]
-            obs_b, ok_b = _rollout_batch(envs[:len(batch)], chunk_fn, batch, n_obs)
-            for j, (o, ok) in enumerate(zip(obs_b, ok_b)):
-                out_obs[start + j], success[start + j] = o, ok
-            bar.update(len(batch))
-    finally:
-        bar.close()
-        for e in envs:
-            e.close()
-    return Episodes(obs=out_obs, success=success, seeds=np.asarray(seeds, np.int64),
-                    lengths=np.array([o.shape[0] for o in out_obs]))
-
-
-def _rollout_batch(envs: list, chunk_fn: ChunkFn, seeds: list[int], n_obs: int):
-    hist: list[list[np.ndarray]] = []
-    for env, s in zip(envs, seeds):
-        o, _ = env.reset(seed=s)
-        hist.append([np.asarray(o, np.float32)])
-    queues: list[list[np.ndarray]] = [[] for _ in envs]
-    active = [True] * len(envs)
-    success = [False] * len(envs)
-    while any(active):
-        need = [i for i, a in enumerate(active) if a and not queues[i]]
-        if need:
-            batch = np.stack([windows(np.stack(hist[i]), np.array([len(hist[i]) - 1]), n_obs)[0] for i in need])
-            chunks = np.asarray(chunk_fn(batch))
-            if chunks.ndim != 3 or chunks.shape[0] != len(need):
-                raise ValueError(f"chunk_fn: expected (B={len(need)}, Ta, Da) actions, received {chunks.shape}")
-            for i, c in zip(need, chunks):
-                queues[i] = list(c)
-        for i, env in enumerate(envs):
-            if not active[i]:
-                continue
-            o, _, term, trunc, info = env.step(queues[i].pop(0))
-            success[i] = success[i] or bool(info.get("success", False))
-            if term or trunc:
-                active[i] = False
-            else:
-                hist[i].append(np.asarray(o, np.float32))
-    return [np.stack(h) for h in hist], success
 
 
 def subsample(cs: ConditionSet, m: int, rng: np.random.Generator) -> ConditionSet:

@@ -24,6 +24,7 @@ REPLICATE_SEED_STRIDE = 10_000_000
 # Within a domain's condition range, each round (0 = specialists, r >= 1 = DAgger) owns this many seeds.
 ROUND_SEED_BLOCK = DOMAIN_SEED_STRIDE // 16
 
+POLICY_SIZES = ("tiny", "small", "base", "large")
 METHODS = ("specialists", "generalist_labeled_only", "generalist_distilled", "expert")
 
 
@@ -74,20 +75,22 @@ class DemosSpec:
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """A conditional diffusion policy: size preset, training budget, and optional overrides.
+    """A conditional diffusion policy (``policies.diffusion``): size preset, training budget, overrides.
 
-    ``overrides`` and ``train_overrides`` are passed to the diffusion policy's own config schema, which checks
-    them strictly (unknown keys fail before any stage runs).
+    ``overrides`` is a nested mapping merged into the policy's own config schema
+    (``policies.diffusion.config.DiffusionPolicyConfig``: horizon, model, noise, normalizer, train), which
+    checks it strictly before any stage runs. ``size``, ``steps``, ``batch_size`` and ``lr`` win over it.
     """
 
-    size: str = "tiny"
+    size: str = "tiny"  # tiny | small | base | large
     steps: int = 2000  # gradient steps: the training budget
     batch_size: int = 256
-    lr: float = 1e-4
+    lr: float = 1e-3
     overrides: dict[str, Any] = field(default_factory=dict)
-    train_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.size not in POLICY_SIZES:
+            raise ValueError(f"size: expected one of {', '.join(POLICY_SIZES)}, received {self.size!r}")
         check_range("steps", self.steps, 1)
         check_range("batch_size", self.batch_size, 1)
         check_range("lr", self.lr, 0.0, 1.0, lo_open=True)
@@ -152,9 +155,14 @@ class PseudoSpec:
     filter_dagger: bool = False
     batch_size: int = 1024
     seed: int = 2_000_000  # sampling noise of the specialists' labels
+    # Share of each distillation batch drawn from the paired demos (the rest from pseudo-labels);
+    # null: proportional to the number of paired windows and pseudo-labels.
+    paired_fraction: float | None = 0.25
 
     def __post_init__(self) -> None:
         check_range("pseudo.batch_size", self.batch_size, 1)
+        if self.paired_fraction is not None:
+            check_range("pseudo.paired_fraction", self.paired_fraction, 0.0, 1.0)
         check_range("pseudo.seed", self.seed, 0)
 
 
@@ -203,7 +211,7 @@ class SweepSpec:
 
     paired_demos: tuple[int, ...] = (5, 10, 20, 50)
     seeds: tuple[int, ...] = (0, 1, 2)
-    specialist_sizes: tuple[str, ...] = ("tiny", "small", "medium")
+    specialist_sizes: tuple[str, ...] = ("tiny", "small", "base")
     # Paired demos per domain used by the specialist-size sweep (the generalist's size stays fixed).
     size_sweep_demos: int = 10
 
@@ -227,7 +235,7 @@ class MolConfig:
     env: EnvSpec = field(default_factory=EnvSpec)
     demos: DemosSpec = field(default_factory=DemosSpec)
     specialist: PolicySpec = field(default_factory=PolicySpec)
-    generalist: PolicySpec = field(default_factory=lambda: PolicySpec(size="medium", steps=4000))
+    generalist: PolicySpec = field(default_factory=lambda: PolicySpec(size="base", steps=4000))
     conditions: ConditionsSpec = field(default_factory=ConditionsSpec)
     dagger: DaggerSpec = field(default_factory=DaggerSpec)
     pseudo: PseudoSpec = field(default_factory=PseudoSpec)

@@ -298,18 +298,21 @@ def demo_path(root: Path, domain: int) -> Path:
 def _stage_demos(ctx: RunContext) -> dict:
     from simdiff.pipelines.mol import adapters
 
-    cfg, out = ctx.cfg, {}
+    cfg = ctx.cfg
+    jobs = [{"env_id": cfg.env.id, "level": d, "episodes": cfg.demos.per_domain, "seed": cfg.demo_seed(d),
+             "out": str(demo_path(ctx.root, d)), "successful_only": cfg.demos.successful_only,
+             "make_kwargs": dict(cfg.env.make_kwargs)}
+            for d in cfg.env.domains if not demo_path(ctx.root, d).with_suffix(".json").is_file()]
+    if jobs:
+        results = adapters.run_jobs(adapters.demos_job, jobs, ctx.executor,
+                                    names=[f"demos_domain_{j['level']}" for j in jobs], desc="demos")
+        for job, res in zip(jobs, results):
+            if res.ok:  # finished domains are kept even if another failed
+                write_json(Path(job["out"]).with_suffix(".json"), res.value)
+        _raise_failed(results, "demos", ctx)
+    out = {}
     for d in cfg.env.domains:
-        path = demo_path(ctx.root, d)
-        info_path = path.with_suffix(".json")
-        if info_path.is_file() and path.is_file():  # this domain finished before an interruption
-            out[f"domain_{d}"] = read_json(info_path)
-            continue
-        info = adapters.collect_demos(cfg.env.id, level=d, episodes=cfg.demos.per_domain, seed=cfg.demo_seed(d),
-                                      out=path, successful_only=cfg.demos.successful_only,
-                                      workers=ctx.executor.workers, make_kwargs=cfg.env.make_kwargs)
-        write_json(info_path, info)
-        out[f"domain_{d}"] = info
+        out[f"domain_{d}"] = info = read_json(demo_path(ctx.root, d).with_suffix(".json"))
         ctx.log(f"  domain {d}: {info['episodes']} demos, {info['steps']} steps")
     return out
 
@@ -317,7 +320,7 @@ def _stage_demos(ctx: RunContext) -> dict:
 # -- jobs (specialists, generalists) -------------------------------------------------------------------------------
 def _run_policy_jobs(ctx: RunContext, jobs: list[tuple[str, dict]], desc: str) -> dict:
     """Train policies as executor jobs; each finished job leaves ``<out>/job.json``. Failed jobs (after the
-    retry) are written to ``<stage>_jobs.json`` and raised as one StageError, never dropped."""
+    retry) are written to ``DIR/jobs/<stage>.json`` and raised as one StageError, never dropped."""
     from simdiff.pipelines.mol import adapters
 
     todo = [(name, job) for name, job in jobs if not (Path(job["out_dir"]) / "job.json").is_file()]
@@ -328,7 +331,6 @@ def _run_policy_jobs(ctx: RunContext, jobs: list[tuple[str, dict]], desc: str) -
                 + (f", ray address {ex.ray_address}" if ex.ray_address else "") + ")")
         results = adapters.run_jobs(adapters.train_policy_job, [j for _, j in todo], ex,
                                     names=[n for n, _ in todo], desc=desc)
-        failed = []
         for (name, job), res in zip(todo, results):
             if res.ok:
                 adapters.finish_policy_job(job, res.value)
@@ -336,13 +338,8 @@ def _run_policy_jobs(ctx: RunContext, jobs: list[tuple[str, dict]], desc: str) -
                 ctx.log(f"  {name}: ok in {res.wall_time:.0f} s (attempts {res.attempts}), "
                         f"final loss {summary[name].get('final_loss', float('nan')):.4g}")
             else:
-                failed.append({"job": name, "attempts": res.attempts, "error": res.error})
-        write_json(ctx.path(f"{desc}_jobs.json"), {"ok": sorted(summary), "failed": failed})
-        if failed:
-            msgs = "; ".join(f"{f['job']} after {f['attempts']} attempt(s): "
-                             f"{(f['error'] or '?').strip().splitlines()[-1]}" for f in failed)
-            raise StageError(f"{len(failed)} of {len(jobs)} {desc} job(s) failed ({msgs}); see "
-                             f"{ctx.path(f'{desc}_jobs.json')}. Finished jobs are kept: rerun to retry the rest.")
+                ctx.log(f"  {name}: FAILED after {res.attempts} attempt(s)")
+        _raise_failed(results, desc, ctx)
     return summary
 
 
@@ -401,15 +398,16 @@ def _stage_conditions(ctx: RunContext, r: int) -> dict:
         jobs.append({"env_id": cfg.env.id, "level": d, "make_kwargs": dict(cfg.env.make_kwargs),
                      "policy_dir": str(policy), "reset_seeds": resets, "rollout_seeds": rolls,
                      "source": source, "round_": r, "domain": d, "stride": c.stride, "batch_envs": c.batch_envs,
-                     "sample_seed": _train_seed(cfg, f"rollout_{r}_{d}"), "out": str(path)})
+                     "out": str(path)})
     if jobs:
         results = adapters.run_jobs(adapters.conditions_job, jobs, ctx.executor,
                                     names=[f"conditions_r{r}_domain_{j['domain']}" for j in jobs],
                                     desc=f"conditions_r{r}")
-        _raise_failed(results, f"conditions_r{r}")
         for job, res in zip(jobs, results):
-            adapters.finish_file_job(job, res.value)
-            write_json(Path(job["out"]).with_suffix(".json"), res.value["stats"])
+            if res.ok:
+                adapters.finish_file_job(job, res.value)
+                write_json(Path(job["out"]).with_suffix(".json"), res.value["stats"])
+        _raise_failed(results, f"conditions_r{r}", ctx)
     out = {}
     for d in cfg.env.domains:
         st = read_json(conditions_path(ctx.root, r, d).with_suffix(".json"))
@@ -419,12 +417,20 @@ def _stage_conditions(ctx: RunContext, r: int) -> dict:
     return out
 
 
-def _raise_failed(results: list, what: str) -> None:
+def _raise_failed(results: list, what: str, ctx: RunContext | None = None) -> None:
+    """Report every job of a stage in ``DIR/jobs/<what>.json``; failures (after retries) raise StageError."""
     failed = [r for r in results if not r.ok]
+    where = ""
+    if ctx is not None:
+        report = ctx.path("jobs", f"{what.replace(' ', '_')}.json")
+        write_json(report, {"ok": [r.name for r in results if r.ok],
+                            "failed": [{"job": r.name, "attempts": r.attempts, "error": r.error} for r in failed]})
+        where = f"; see {report}"
     if failed:
         msgs = "; ".join(f"{r.name} after {r.attempts} attempt(s): {(r.error or '?').strip().splitlines()[-1]}"
                          for r in failed)
-        raise StageError(f"{len(failed)} {what} job(s) failed: {msgs}")
+        raise StageError(f"{len(failed)} of {len(results)} {what} job(s) failed: {msgs}{where}. Finished jobs "
+                         "are kept: rerun the same command to retry the rest.")
 
 
 # -- stage 4: pseudo-labels ------------------------------------------------------------------------------------------
@@ -471,6 +477,7 @@ def _stage_generalist(ctx: RunContext, r: int) -> dict:
     # One seed for both generalists (the same initial weights): they differ only in their data.
     seed = _train_seed(cfg, "generalist")
     jobs = [(f"generalist_distilled_r{r}", {**base, "pseudo": pseudo, "steps": steps, "seed": seed,
+                                            "paired_fraction": cfg.pseudo.paired_fraction,
                                             "out_dir": str(generalist_dir(ctx.root, f"distilled_r{r}"))})]
     if r == 0:
         jobs.append(("generalist_labeled_only", {**base, "pseudo": [], "steps": cfg.generalist.steps,
@@ -525,16 +532,17 @@ def _stage_evaluate(ctx: RunContext) -> dict:
     cells = eval_plan(cfg, ctx.root)
     todo = [c for c in cells if not eval_cell_path(ctx.root, c["method"], c["key"]).is_file()]
     ctx.log(f"  {len(cells)} cells x {ev.episodes} episodes ({len(cells) - len(todo)} done already)")
-    for c in todo:
-        t0 = time.perf_counter()
-        res = adapters.evaluate(c["policy"], cfg.env.id, c["level"], episodes=ev.episodes, seed=cfg.eval_seed(),
-                                batch_envs=ev.batch_envs, make_kwargs=cfg.env.make_kwargs,
-                                sample_seed=_train_seed(cfg, f"eval_{c['method']}_{c['key']}"),
-                                workers=ctx.executor.workers)
-        res["seconds"] = round(time.perf_counter() - t0, 2)
-        write_json(eval_cell_path(ctx.root, c["method"], c["key"]), res)
-        ctx.log(f"  {c['method']:<24} {c['key']:<8} success {res['successes']}/{res['episodes']} "
-                f"({res['seconds']:.0f} s)")
+    jobs = [{"policy": c["policy"], "env_id": cfg.env.id, "level": c["level"], "episodes": ev.episodes,
+             "seed": cfg.eval_seed(), "batch_envs": ev.batch_envs, "make_kwargs": dict(cfg.env.make_kwargs),
+             "out": str(eval_cell_path(ctx.root, c["method"], c["key"]))} for c in todo]
+    if jobs:
+        results = adapters.run_jobs(adapters.eval_cell_job, jobs, ctx.executor,
+                                    names=[f"{c['method']}@{c['key']}" for c in todo], desc="evaluate")
+        for res in results:
+            if res.ok:
+                ctx.log(f"  {res.name:<36} success {res.value['successes']}/{res.value['episodes']} "
+                        f"({res.value['seconds']:.0f} s)")
+        _raise_failed(results, "evaluate", ctx)
     return {"cells": len(cells)}
 
 

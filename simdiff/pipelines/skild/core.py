@@ -364,8 +364,7 @@ def _batches(n: int, batch_size: int):
         yield lo, min(n, lo + batch_size)
 
 
-def generate(model: SkildModel, n: int, seed: int = 0, steps: int | None = -1, batch_size: int | None = None,
-             show: bool = True) -> Tensor:
+def generate(model: SkildModel, n: int, seed: int = 0, steps: int | None = -1, batch_size: int | None = None) -> Tensor:
     """``n`` unconditional samples ``(n, 1, L, L)`` float32 (before sign discretisation).
 
     ``steps = -1`` uses the model's ``sample.steps``; ``None`` every step.
@@ -378,7 +377,7 @@ def generate(model: SkildModel, n: int, seed: int = 0, steps: int | None = -1, b
     bs = batch_size or model.cfg.sample.batch_size
     gen = torch.Generator().manual_seed(int(seed))
     L, out = model.L, []
-    for lo, hi in progress(list(_batches(n, bs)), desc=f"generate ({model.kind})", disable=not show):
+    for lo, hi in progress(list(_batches(n, bs)), desc=f"generate ({model.kind})"):
         shape = (hi - lo, 1, L, L)
         if model.kind == "spectral":
             proc = model.process()
@@ -415,7 +414,7 @@ def superres_start(model: SkildModel, R: int) -> int:
 
 
 def superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0, steps: int | None = -1,
-             batch_size: int | None = None, show: bool = True) -> tuple[Tensor, dict]:
+             batch_size: int | None = None) -> tuple[Tensor, dict]:
     """Honest SKILD super-resolution of real low-resolution inputs ``(N, R, R)`` -> ``(N, 1, L, L)`` float32.
 
     1. place the input's modes into the ``L x L`` mode grid (nothing above its resolution is known);
@@ -437,7 +436,7 @@ def superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0, steps
     k = _steps_for(model, n0, steps)
     gen = torch.Generator().manual_seed(int(seed))
     out = []
-    for lo, hi in progress(list(_batches(x.shape[0], bs)), desc=f"superres {R}->{model.L}", disable=not show):
+    for lo, hi in progress(list(_batches(x.shape[0], bs)), desc=f"superres {R}->{model.L}"):
         modes, known = sp.place_modes(x[lo:hi, None].double(), model.L, proc.basis)
         x_start = sp.prior_sample(proc, tuple(modes.shape), n0, generator=gen, known_modes=modes, known=known)
         out.append(sp.sample(proc, _spectral_eps_fn(model), x_start, n0, num_steps=k, generator=gen,
@@ -473,7 +472,7 @@ def sdedit_start(model: SkildModel, R: int) -> int:
 
 
 def sdedit_superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0, steps: int | None = -1,
-                    batch_size: int | None = None, show: bool = True) -> tuple[Tensor, dict]:
+                    batch_size: int | None = None) -> tuple[Tensor, dict]:
     """White-noise baseline: nearest-neighbour upsample, noise to ``t0`` (:func:`sdedit_start`), denoise."""
     from simdiff.utils.progress import progress
 
@@ -490,7 +489,7 @@ def sdedit_superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0
     gen = torch.Generator().manual_seed(int(seed))
     model_fn = _gaussian_model_fn(model)
     out = []
-    for lo, hi in progress(list(_batches(x.shape[0], bs)), desc=f"sdedit {R}->{model.L}", disable=not show):
+    for lo, hi in progress(list(_batches(x.shape[0], bs)), desc=f"sdedit {R}->{model.L}"):
         up = nearest_upsample(x[lo:hi], model.L)[:, None]
         noise = torch.randn(up.shape, generator=gen)
         xt = gs.corrupt(up, torch.full((up.shape[0],), t0, dtype=torch.long), noise, sched)

@@ -1,0 +1,315 @@
+"""The MOL pipeline's only contact points with the engine, the worlds and the agents.
+
+Every call into ``simdiff.executors``, ``envs`` (worlds, scripted experts, demo datasets),
+``policies.diffusion`` (train, load, sample) and ``simdiff.pipelines.evaluate`` (batched on-policy
+evaluation) goes through this module, so the stages read as the method and an API change elsewhere is one
+edit here.
+
+Jobs (specialists, generalists, condition rollouts) are module-level functions called as ``fn(**job)`` by
+``simdiff.executors.run_jobs``: plain-data arguments, file paths in and out (so the run directory must be
+on a filesystem the workers share, which a local pool or a local Ray instance always does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simdiff.utils.io import read_json, write_json
+
+
+# -- executor -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NamedResult:
+    """A ``simdiff.executors.JobResult`` with the pipeline's name for the job."""
+
+    name: str
+    ok: bool
+    value: Any
+    error: str | None
+    attempts: int
+    wall_time: float
+
+
+def run_jobs(fn, jobs: Sequence[dict], executor, names: Sequence[str], desc: str = "jobs") -> list[NamedResult]:
+    """Run ``fn(**job)`` for every job on ``executor`` (an ExecutorSpec); failures come back, never raised."""
+    from simdiff.executors import run_jobs as _run_jobs
+
+    if len(names) != len(jobs):
+        raise ValueError(f"run_jobs: expected one name per job ({len(jobs)}), received {len(names)}")
+    workers = max(1, min(executor.workers, len(jobs)))
+    results = _run_jobs(fn, list(jobs), backend=executor.backend, workers=workers,
+                        threads_per_job=executor.threads_per_job, retries=executor.retries,
+                        ray_address=executor.ray_address, desc=desc)
+    return [NamedResult(n, r.ok, r.value, r.error, r.attempts, r.wall_time) for n, r in zip(names, results)]
+
+
+# -- preflight ------------------------------------------------------------------------------------------------
+def preflight(cfg) -> None:
+    """Fail before anything is written: unknown env id, policy overrides the policy schema refuses."""
+    from envs.registry import check_env_id
+
+    check_env_id(cfg.env.id)
+    sp, ge = policy_config(cfg.specialist, seed=0), policy_config(cfg.generalist, seed=0)
+    if sp.horizon != ge.horizon:
+        raise ValueError(f"specialist and generalist must share horizons (the generalist learns the "
+                         f"specialists' action chunks): specialist {sp.horizon}, generalist {ge.horizon}")
+
+
+def policy_config(spec, seed: int, steps: int | None = None):
+    """The diffusion policy's own config for a :class:`PolicySpec` (strictly checked by its schema)."""
+    from policies.diffusion.config import load_policy_config
+    from simdiff.config import ConfigError
+
+    over = _merge(dict(spec.overrides), {
+        "model": {"size": spec.size},
+        "train": {"steps": int(steps or spec.steps), "batch_size": spec.batch_size, "lr": spec.lr,
+                  "seed": int(seed)},
+    })
+    try:
+        return load_policy_config(over)
+    except ConfigError as exc:
+        raise ConfigError(f"policy overrides: {exc}") from None
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+# -- worlds ---------------------------------------------------------------------------------------------------
+def env_factory(env_id: str, level, make_kwargs: dict | None = None):
+    """A zero-argument function making ``env_id`` at ``level`` (a picklable-free closure for in-process use)."""
+    from envs.registry import make
+
+    kw = dict(make_kwargs or {})
+
+    def make_env():
+        return make(env_id, level=level, **kw)
+
+    return make_env
+
+
+def collect_demos(env_id: str, level: int, episodes: int, seed: int, out: Path, successful_only: bool,
+                  workers: int, make_kwargs: dict | None = None) -> dict:
+    """N scripted-expert demos (seeds ``seed, seed+1, ...``; only successful ones if asked) -> HDF5 file."""
+    from envs.collect import collect, dataset_attrs
+    from envs.datasets import write_demos
+
+    kwargs = {**dict(make_kwargs or {}), "level": level}
+    eps = collect(env_id, episodes, seed=seed, level=level, workers=workers, only_success=successful_only,
+                  env_kwargs=dict(make_kwargs or {}), max_attempts=3 * episodes if successful_only else None)
+    collection = {"episodes": episodes, "seed": seed, "level": level, "only_success": successful_only}
+    write_demos(out, eps, {"env_name": env_id, "env_kwargs": kwargs},
+                attrs=dataset_attrs(env_id, kwargs, collection), overwrite=True)
+    return {"episodes": len(eps), "steps": int(sum(len(e) for e in eps)),
+            "success": float(np.mean([bool(e.success) for e in eps])), "seeds": [int(e.seed) for e in eps]}
+
+
+def demos_job(env_id: str, level: int, episodes: int, seed: int, out: str, successful_only: bool,
+              make_kwargs: dict) -> dict:
+    """Executor job: one domain's paired demos -> ``out`` (HDF5); returns counts."""
+    return collect_demos(env_id, level, episodes, seed, Path(out), successful_only, workers=1,
+                         make_kwargs=make_kwargs)
+
+
+def load_paired(paths: Sequence[str]):
+    """Paired demos of several files as one ``policies.diffusion.data.Episodes``."""
+    from envs.datasets import load_demos
+    from policies.diffusion.data import episodes_from_arrays
+
+    obs, act, layout = [], [], None
+    for p in paths:
+        ds = load_demos(p)
+        lay = ds.attrs.get("obs_layout")
+        layout = {k: tuple(v) for k, v in lay.items()} if isinstance(lay, dict) else layout
+        for ep in ds:
+            obs.append(ep.flat_obs())
+            act.append(ep.actions)
+    return episodes_from_arrays(obs, act, layout, meta={"paths": [str(p) for p in paths]})
+
+
+# -- policies ---------------------------------------------------------------------------------------------------
+def load_policy(path: str | Path):
+    from policies.diffusion import DiffusionPolicy
+
+    return DiffusionPolicy.load(path)
+
+
+def label_fn(policy_dir: str | Path, threads: int = 1):
+    """A LabelFn: ``(obs (B, To, Do), seed) -> (B, Tp, Da)`` full predicted chunks of the policy."""
+    import torch
+
+    torch.set_num_threads(threads)
+    policy = load_policy(policy_dir)
+
+    def fn(obs: np.ndarray, seed: int) -> np.ndarray:
+        gen = torch.Generator().manual_seed(int(seed))
+        return policy.predict_action(obs, gen, full=True).to(torch.float32).numpy()
+
+    return fn
+
+
+def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str], out_dir: str, steps: int,
+                     seed: int, threads: int = 1, paired_fraction: float | None = None) -> dict:
+    """Executor job: train one diffusion policy on paired demos (+ pseudo-labels) into ``out_dir``.
+
+    Normalizers are fitted to all its training data; a distillation batch draws ``paired_fraction`` of its
+    rows from the paired windows (None: proportional to the counts) and the rest from the pseudo-labels. Resumes from ``out_dir/checkpoint`` if a previous attempt was interrupted. Returns a
+    JSON-able summary; the exported policy is ``out_dir/policy``.
+    """
+    import time
+
+    import torch
+
+    from policies.diffusion import DiffusionPolicy
+    from policies.diffusion.data import WindowSampler
+    from policies.diffusion.normalizer import Normalizer
+    from policies.diffusion.train import trainer_config
+    from simdiff.config import load_config
+    from simdiff.pipelines.mol.config import PolicySpec
+    from simdiff.pipelines.mol.pseudo import PseudoLabels
+    from simdiff.training import train
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(int(threads))
+    pspec = load_config(PolicySpec, spec)
+    pcfg = policy_config(pspec, seed=seed, steps=steps)
+    paired = load_paired(demos)
+    labels = PseudoLabels.concat([PseudoLabels.load(p) for p in pseudo]) if pseudo else None
+    To, Tp, Ta = pcfg.horizon.obs, pcfg.horizon.prediction, pcfg.horizon.action
+    if labels is not None and labels.actions.shape[1] != Tp:
+        raise ValueError(f"pseudo-labels have chunks of {labels.actions.shape[1]} steps, the policy predicts {Tp}")
+
+    # Normalizers see every training target: paired steps and pseudo-labelled chunks.
+    s0, s1 = paired.obs_layout.get("state", (0, paired.obs_dim))
+    obs_fit, act_fit = paired.obs[:, s0:s1], paired.actions
+    if labels is not None:
+        obs_fit = np.concatenate([obs_fit, labels.conditions.obs[:, -1, s0:s1]])
+        act_fit = np.concatenate([act_fit, labels.actions.reshape(-1, labels.actions.shape[-1])])
+    info = {"fingerprint": paired.fingerprint(), "episodes": paired.num_episodes,
+            "pseudo_labels": 0 if labels is None else len(labels), "env_id": env_id}
+    policy = DiffusionPolicy(pcfg, paired.obs_dim, paired.action_dim, paired.obs_layout,
+                             Normalizer.fit(obs_fit, pcfg.normalizer.obs),
+                             Normalizer.fit(act_fit, pcfg.normalizer.action), info)
+    sampler = WindowSampler(paired, To, Tp, Ta)
+    batch_fn = _batch_fn(sampler, labels, pcfg.train.batch_size, paired_fraction)
+
+    def loss_fn(model, batch, gen):
+        return policy.compute_loss(batch, gen, model)
+
+    tcfg = trainer_config(pcfg)
+    res = train(policy.model, loss_fn, batch_fn, tcfg, out_dir, desc=f"train {Path(out_dir).name}",
+                meta=policy.meta())
+    policy.ema = res.ema_model
+    summary = {"final_loss": float(res.final_loss), "steps": int(res.steps), "paired_windows": len(sampler),
+               "paired_episodes": paired.num_episodes, "pseudo_labels": info["pseudo_labels"],
+               "params": int(sum(p.numel() for p in policy.model.parameters())), "seed": int(seed),
+               "size": pspec.size, "train_seconds": round(time.perf_counter() - t0, 1)}
+    policy.save(Path(out_dir) / "policy", metrics=summary)
+    return summary
+
+
+def _batch_fn(sampler, labels, batch_size: int, paired_fraction: float | None):
+    """Mixed batches: ``n_p`` paired windows + ``B - n_p`` pseudo-labels per step, from the step's generator."""
+    import torch
+
+    if labels is None:
+        return lambda step, gen: sampler.sample(batch_size, gen)
+    n_pseudo = len(labels)
+    if paired_fraction is None:
+        paired_fraction = len(sampler) / (len(sampler) + n_pseudo)
+    n_p = int(round(batch_size * paired_fraction))
+    obs_q = torch.from_numpy(np.ascontiguousarray(labels.conditions.obs, dtype=np.float32))
+    act_q = torch.from_numpy(np.ascontiguousarray(labels.actions, dtype=np.float32))
+
+    def batch_fn(step: int, gen: torch.Generator) -> dict:
+        p = sampler.sample(n_p, gen) if n_p else None
+        idx = torch.randint(n_pseudo, (batch_size - n_p,), generator=gen)
+        if p is None:
+            return {"obs": obs_q[idx], "action": act_q[idx], "task": None}
+        return {"obs": torch.cat([p["obs"], obs_q[idx]]), "action": torch.cat([p["action"], act_q[idx]]),
+                "task": None}
+
+    return batch_fn
+
+
+def finish_policy_job(job: dict, value: dict) -> None:
+    """Driver side, after a training job succeeded: its summary marks the job done."""
+    write_json(Path(job["out_dir"]) / "job.json", value)
+
+
+# -- conditions -------------------------------------------------------------------------------------------------
+def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, reset_seeds: list[int],
+                   rollout_seeds: list[int], source: str, round_: int, domain: int, stride: int,
+                   batch_envs: int, out: str) -> dict:
+    """Executor job: unlabeled conditions of one domain and round -> ``out`` (.npz); returns counts."""
+    from simdiff.pipelines.mol import conditions as C
+
+    from simdiff.pipelines.evaluate import run_episodes
+
+    make_env = env_factory(env_id, level, make_kwargs)
+    policy = load_policy(policy_dir)
+    To = policy.horizons[0]
+    parts = []
+    stats = {"episodes": len(rollout_seeds), "resets": len(reset_seeds), "rollout_success": float("nan")}
+    if reset_seeds:
+        parts.append(C.from_episodes(C.reset_observations(make_env, reset_seeds), To, domain, "reset", round_))
+    if rollout_seeds:
+        # The batched runner: the same rollouts as an evaluation on these seeds would make.
+        recs = run_episodes(policy.batch_policy(), env_id, level, rollout_seeds, batch_size=batch_envs,
+                            env_kwargs=make_kwargs, record_actions=True)
+        eps = C.Episodes(obs=[np.asarray(r["observations"][:-1], np.float32) for r in recs],
+                         success=np.array([bool(r["success"]) for r in recs]),
+                         seeds=np.array([int(r["seed"]) for r in recs], np.int64),
+                         lengths=np.array([int(r["length"]) for r in recs]))
+        parts.append(C.from_episodes(eps, To, domain, source, round_, stride))
+        stats["rollout_success"] = float(eps.success.mean())
+        stats["mean_length"] = float(eps.lengths.mean())
+    cs = C.ConditionSet.concat(parts)
+    cs.save(out)
+    stats["conditions"] = len(cs)
+    return {"stats": stats}
+
+
+def finish_file_job(job: dict, value: dict) -> None:
+    """Driver side, after a file-writing job: nothing to move (workers share the run directory)."""
+    if not Path(job["out"]).is_file():
+        raise FileNotFoundError(f"{job['out']}: the job reported success but its output is missing "
+                                "(are the workers on another filesystem?)")
+
+
+# -- evaluation -------------------------------------------------------------------------------------------------
+def eval_cell_job(policy: str, env_id: str, level, episodes: int, seed: int, batch_envs: int,
+                  make_kwargs: dict | None, out: str) -> dict:
+    """Executor job: one (method, level) evaluation cell -> ``out`` (JSON); returns the summary."""
+    import time
+
+    t0 = time.perf_counter()
+    res = evaluate(policy, env_id, level, episodes, seed, batch_envs, make_kwargs, workers=1)
+    res["seconds"] = round(time.perf_counter() - t0, 2)
+    write_json(out, res)
+    return res
+
+
+def evaluate(policy: str, env_id: str, level, episodes: int, seed: int, batch_envs: int,
+             make_kwargs: dict | None, workers: int = 1) -> dict:
+    """On-policy success of a policy directory (or ``"expert"``) over seeds ``seed .. seed+episodes-1``,
+    through the batched runner; returns its summary without the per-episode records."""
+    from simdiff.pipelines.evaluate import evaluate as _evaluate
+
+    res = _evaluate(policy, env_id, level, episodes, seed, workers=workers, batch_size=batch_envs,
+                    env_kwargs=dict(make_kwargs or {}), show_progress=False)
+    keep = ("episodes", "successes", "success_rate", "ci95", "mean_return", "mean_length", "per_domain",
+            "wall_time_s", "episodes_per_s", "batch_size", "workers")
+    return {k: res[k] for k in keep if k in res}
+
+
+__all__ = ["run_jobs", "preflight", "policy_config", "collect_demos", "load_paired", "load_policy", "label_fn",
+           "train_policy_job", "conditions_job", "evaluate", "read_json"]

@@ -1,0 +1,159 @@
+"""The MOL pipeline end to end on the tiny config (Push-v0, a few demos, a few dozen training steps)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from simdiff.config import load_config
+from simdiff.pipelines.mol import adapters
+from simdiff.pipelines.mol.config import MolConfig, with_overrides
+from simdiff.pipelines.mol.report import validate_metrics
+from simdiff.pipelines.mol.stages import (
+    StageError,
+    build_stages,
+    done_stages,
+    invalidate_from,
+    read_marker,
+    run_pipeline,
+)
+
+TINY = Path(__file__).resolve().parents[3] / "configs" / "mol" / "tiny.yaml"
+LEVELS = ["level_0", "level_1", "level_2", "level_3", "shift"]
+METHODS = ["specialists", "generalist_labeled_only", "generalist_distilled", "expert"]
+
+
+def tiny(**changes) -> MolConfig:
+    cfg = load_config(MolConfig, TINY)
+    return with_overrides(cfg, **changes) if changes else cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mol") / "run"
+    metrics = run_pipeline(tiny(), out, quiet=True)
+    return out, metrics
+
+
+def test_every_stage_runs_and_writes_its_outputs(tiny_run):
+    root, metrics = tiny_run
+    assert done_stages(root) == sorted(s.name for s in build_stages(tiny()))
+    for d in range(4):
+        assert (root / "demos" / f"domain_{d}.hdf5").is_file()
+        assert (root / "specialists" / f"domain_{d}" / "policy" / "meta.json").is_file()
+        for r in (0, 1):
+            assert (root / "conditions" / f"round_{r}" / f"domain_{d}.npz").is_file()
+            assert (root / "pseudo" / f"round_{r}" / f"domain_{d}.npz").is_file()
+    for g in ("labeled_only", "distilled_r0", "distilled_r1"):
+        assert (root / "generalists" / g / "policy" / "meta.json").is_file()
+    assert (root / "report.md").is_file() and (root / "config.yaml").is_file() and (root / "run.json").is_file()
+    assert (root / "plots" / "success_by_level.png").is_file()
+
+
+def test_metrics_json_schema(tiny_run):
+    root, metrics = tiny_run
+    data = json.loads((root / "metrics.json").read_text())
+    assert data == metrics
+    validate_metrics(data)
+    assert list(data["methods"]) == METHODS
+    for m in METHODS:
+        assert list(data["methods"][m]) == LEVELS
+        for c in data["methods"][m].values():
+            assert c["episodes"] == 4 and 0 <= c["ci95"][0] <= c["success"] <= c["ci95"][1] <= 1
+    # The scripted expert is the ceiling: it solves nominal Push every time.
+    assert data["methods"]["expert"]["level_0"]["success"] == 1.0
+
+
+def test_pseudo_labels_come_from_the_domains_specialist(tiny_run):
+    import numpy as np
+
+    from simdiff.pipelines.mol.pseudo import PseudoLabels
+
+    root, _ = tiny_run
+    labels = PseudoLabels.load(root / "pseudo" / "round_0" / "domain_2.npz")
+    assert (labels.conditions.domain == 2).all() and labels.actions.shape[1:] == (8, 2)
+    fn = adapters.label_fn(root / "specialists" / "domain_2")
+    again = fn(labels.conditions.obs[:16], 123)
+    assert again.shape == (16, 8, 2) and np.isfinite(again).all()
+    dagger = PseudoLabels.load(root / "pseudo" / "round_1" / "domain_2.npz")
+    assert set(np.unique(dagger.conditions.source).tolist()) == {2}  # generalist states (DAgger)
+
+
+def test_interrupted_stage_resumes_and_failed_job_is_reported(tiny_run, tmp_path, monkeypatch):
+    src, _ = tiny_run
+    root = tmp_path / "run"
+    shutil.copytree(src, root)
+    stages = build_stages(tiny())
+    invalidate_from(root, stages, "evaluate")
+    for cell in ("expert/shift.json", "generalist_distilled/level_1.json"):
+        (root / "eval" / cell).unlink()
+    before = {s: read_marker(root, s)["seconds"] for s in done_stages(root)}
+
+    calls = []
+    real = adapters.eval_cell_job
+
+    def flaky(**job):
+        calls.append(job["out"])
+        if job["policy"] == "expert":
+            raise RuntimeError("simulated crash")
+        return real(**job)
+
+    monkeypatch.setattr(adapters, "eval_cell_job", flaky)
+    with pytest.raises(StageError, match=r"expert@shift after 2 attempt\(s\): RuntimeError: simulated crash"):
+        run_pipeline(tiny(), root, quiet=True)
+    report = json.loads((root / "jobs" / "evaluate.json").read_text())
+    assert report["failed"][0]["job"] == "expert@shift" and report["failed"][0]["attempts"] == 2
+    assert "generalist_distilled@level_1" in report["ok"]
+    assert not (root / "stages" / "evaluate.done").exists()
+    assert len(calls) == 3  # the distilled cell once, the expert cell twice (one retry)
+
+    calls.clear()
+    monkeypatch.setattr(adapters, "eval_cell_job", lambda **job: calls.append(job["out"]) or real(**job))
+    metrics = run_pipeline(tiny(), root, quiet=True)
+    assert [Path(c).parts[-2:] for c in calls] == [("expert", "shift.json")]  # only the missing cell
+    assert {s: read_marker(root, s)["seconds"] for s in before} == before  # finished stages skipped
+    validate_metrics(metrics)
+
+
+def test_failed_specialist_job_is_retried_then_reported(tmp_path, monkeypatch):
+    real = adapters.train_policy_job
+    attempts = []
+
+    def fail_domain_1(**job):
+        if job["out_dir"].endswith("domain_1"):
+            attempts.append(1)
+            raise ValueError("diverged")
+        return real(**job)
+
+    monkeypatch.setattr(adapters, "train_policy_job", fail_domain_1)
+    cfg = tiny(env={"domains": [0, 1]}, specialist={"steps": 5})
+    with pytest.raises(StageError, match=r"specialist_domain_1 after 2 attempt\(s\): ValueError: diverged"):
+        run_pipeline(cfg, tmp_path / "run", stop_after="specialists", quiet=True)
+    assert len(attempts) == 2
+    report = json.loads((tmp_path / "run" / "jobs" / "specialists.json").read_text())
+    assert report["ok"] == ["specialist_domain_0"] and report["failed"][0]["job"] == "specialist_domain_1"
+    assert (tmp_path / "run" / "specialists" / "domain_0" / "job.json").is_file()  # kept for the rerun
+
+
+def test_report_command_rebuilds_table(tiny_run, capsys):
+    from simdiff.cli import main
+
+    root, _ = tiny_run
+    assert main(["mol", "report", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "generalist, distilled (MOL)" in out and "avg 0-3" in out
+    assert main(["mol", "status", str(root)]) == 0
+    assert "evaluate" in capsys.readouterr().out
+
+
+def test_bad_config_fails_before_writing(tmp_path, capsys):
+    from simdiff.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("specialist: {overrides: {horizon: {obs: 2, prediction: 8, action: 9}}}\n")
+    assert main(["mol", "run", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert "horizon" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from simdiff.cli import main
+from simdiff.config import load_config
+from simdiff.pipelines.skild import core
+from simdiff.pipelines.skild.config import SkildConfig
+from simdiff.processes import spectral as sp
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = {
+    "name": "tiny",
+    "data": {"L": 8, "num_samples": 64},
+    "process": {"num_steps": 100, "lambda_i": -2.0, "lambda_f": -0.5},
+    "model": {"base_channels": 8, "channel_mults": [1, 2], "time_dim": 16},
+    "train": {"steps": 30, "batch_size": 16, "lr": 0.002, "log_every": 10, "ckpt_every": 0},
+    "sample": {"steps": 10, "batch_size": 64},
+    "validate": {"num_generate": 40, "num_superres": 20, "sr_factors": [2, 4]},
+}
+
+
+def _tiny_lattices(n: int, L: int = 8, seed: int = 0) -> np.ndarray:
+    from physics.ising import sample_configurations
+
+    return sample_configurations(L, 2.269185, n, seed=seed, progress=False, threads=1).spins
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny SKILD model (L = 8) trained for a few steps, and a reference set."""
+    root = tmp_path_factory.mktemp("skild")
+    data = root / "train.npz"
+    core.save_npz(data, spins=_tiny_lattices(64, seed=1000))
+    ref = root / "ref.npz"
+    core.save_npz(ref, spins=_tiny_lattices(40, seed=1))
+    cfg_dict = {**TINY, "data": {**TINY["data"], "path": str(data)}}
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = core.train_run(load_config(SkildConfig, cfg_dict), root / "run", command=["test"])
+        base_cfg = {**cfg_dict, "process": {**cfg_dict["process"], "kind": "gaussian"}}
+        core.train_run(load_config(SkildConfig, base_cfg), root / "base", command=["test"])
+    finally:
+        torch.set_num_threads(prev)
+    return {"root": root, "run": root / "run", "base": root / "base", "ref": ref, "summary": summary}
+
+
+@pytest.mark.parametrize("name", ["ising16_quick", "ising32", "ising32_white_noise"])
+def test_shipped_configs_load(name):
+    cfg = load_config(SkildConfig, REPO / "configs" / "skild" / f"{name}.yaml")
+    assert cfg.data.L in (16, 32)
+    # The schedule must noise every mode (k_c > 0) so generation can start from the noise prior.
+    lam = sp.make_lambdas(cfg.process.num_steps, cfg.process.schedule, cfg.process.lambda_i,
+                          cfg.process.lambda_f, cfg.process.theta)
+    assert math.exp(-cfg.process.k_c**2 * float(lam[-1])) < 1e-4
+
+
+def test_unknown_config_key_is_reported():
+    with pytest.raises(ValueError, match="did you mean 'num_steps'"):
+        load_config(SkildConfig, {"process": {"num_step": 10}})
+
+
+def test_augment_preserves_ising_energy_and_abs_magnetization():
+    from physics.observables import energy_per_site, magnetization_per_site
+
+    x = torch.as_tensor(_tiny_lattices(16).astype(np.float32))
+    y = core.augment(x, torch.Generator().manual_seed(0), translate=True)
+    assert not torch.equal(x, y)
+    assert np.allclose(energy_per_site(x.numpy()), energy_per_site(y.numpy()))
+    assert np.allclose(np.abs(magnetization_per_site(x.numpy())), np.abs(magnetization_per_site(y.numpy())))
+
+
+def test_nearest_upsample_any_ratio():
+    x = torch.arange(9.0).reshape(1, 3, 3)
+    up = core.nearest_upsample(x, 8)
+    assert up.shape == (1, 8, 8)
+    assert set(up.unique().tolist()) == set(range(9))
+    assert torch.equal(core.nearest_upsample(torch.ones(2, 4, 4), 8), torch.ones(2, 8, 8))
+
+
+def test_train_writes_resumable_run_and_model(tiny_run):
+    run = tiny_run["run"]
+    for name in ("config.yaml", "run.json", "metrics.jsonl", "checkpoint/meta.json", "model/meta.json",
+                 "model/weights.safetensors"):
+        assert (run / name).exists(), name
+    meta = json.loads((run / "model" / "meta.json").read_text())
+    assert meta["kind"] == core.MODEL_KIND and meta["command"] == ["test"]
+    assert meta["train"]["steps"] == TINY["train"]["steps"]
+    C, alpha, k0sq = meta["spectrum"]
+    assert C > 0 and 0 < alpha < 3 and sp.K0SQ_BOUNDS[0] <= k0sq <= sp.K0SQ_BOUNDS[1]
+    # Running the same config again resumes (nothing left to do) and does not clobber the model.
+    cfg = core.load_model(run).cfg
+    again = core.train_run(cfg, run, command=["test"])
+    assert again["steps"] == TINY["train"]["steps"] and again["completed"]
+    with pytest.raises(ValueError, match="different config"):
+        core.train_run(load_config(SkildConfig, {**TINY, "name": "other"}), run)
+
+
+def test_sample_superres_and_start_steps(tiny_run):
+    model = core.load_model(tiny_run["run"])
+    x = core.generate(model, 5, seed=3)
+    assert x.shape == (5, 1, 8, 8) and x.dtype == torch.float32 and bool(torch.isfinite(x).all())
+    assert torch.equal(x, core.generate(model, 5, seed=3))  # seeded
+    prev = None
+    for R in range(1, 9):  # every resolution from L/8 to L, including non-powers of two
+        n0 = core.superres_start(model, R)
+        proc = model.process()
+        assert float(sp.k_tau(proc.lambdas[n0], proc.tau)) <= sp.max_resolved_wavenumber(R, "fft") or n0 == 100
+        assert prev is None or n0 <= prev
+        prev = n0
+    low = torch.sign(torch.randn(3, 5, 5, generator=torch.Generator().manual_seed(0)))
+    out, info = core.superres(model, low, seed=0)
+    assert out.shape == (3, 1, 8, 8) and info["R"] == 5 and 1 <= info["n0"] <= 100
+    assert info["k_tau_n0"] <= info["k_max_input"]
+
+
+def test_cli_end_to_end_and_validation_report(tiny_run, tmp_path, capsys):
+    run, ref = tiny_run["run"], tiny_run["ref"]
+    out = tmp_path / "s.npz"
+    assert main(["skild", "sample", str(run), "--n", "4", "--seed", "1", "--out", str(out)]) == 0
+    with np.load(out) as z:
+        assert z["samples"].shape == (4, 1, 8, 8) and z["samples"].dtype == np.float32
+        assert z["spins"].shape == (4, 8, 8) and z["spins"].dtype == np.int8
+        low = z["spins"][:, ::2, ::2]
+    assert main(["skild", "sample", str(run), "--n", "4", "--out", str(out)]) == 2  # exists, no --overwrite
+    lowres = tmp_path / "low.npz"
+    core.save_npz(lowres, spins=low)
+    sr = tmp_path / "sr.npz"
+    assert main(["skild", "superres", str(run), "--input", str(lowres), "--out", str(sr)]) == 0
+    with np.load(sr) as z:
+        assert z["samples"].shape == (4, 1, 8, 8) and int(z["R"]) == 4
+
+    rep = tmp_path / "report"
+    code = main(["skild", "validate", str(run), "--reference", str(ref), "--out", str(rep),
+                 "--baseline", str(tiny_run["base"]), "--n", "20", "--n-superres", "10"])
+    assert code == 0
+    for name in ("report.md", "metrics.json", "two_point.png", "four_point.png", "structure_factor.png",
+                 "samples.png"):
+        assert (rep / name).exists(), name
+    m = json.loads((rep / "metrics.json").read_text())
+    gen = m["generation"]["skild"]
+    assert set(gen["observables"]) >= {"energy", "abs_m", "binder", "two_point", "four_point_connected",
+                                       "structure_factor", "structure_factor_slope"}
+    assert "white_noise" in m["generation"]
+    for key in ("2x", "4x"):
+        block = m["superres"][key]
+        assert {"skild", "nearest", "sdedit_white_noise"} <= set(block)
+        assert 0.0 <= block["skild"]["consistency"]["block_agreement"] <= 1.0
+        assert block["nearest"]["consistency"]["block_agreement"] == 1.0  # NN of block spins is consistent
+    printed = capsys.readouterr().out
+    assert "summed norm. error" in printed and "SR 4x (R=2)" in printed
+
+
+def test_cli_errors(tiny_run, tmp_path, capsys):
+    assert main(["skild", "sample", str(tmp_path / "missing"), "--n", "2", "--out", str(tmp_path / "a.npz")]) == 2
+    assert "no such run or model directory" in capsys.readouterr().err
+    assert main(["skild", "sample", "--pretrained", "no-such-model", "--n", "2",
+                 "--out", str(tmp_path / "a.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown pretrained model 'no-such-model'; available:" in err
+    for name in core.available_pretrained():
+        assert name in err
+    assert main(["skild", "sample", "--n", "2", "--out", str(tmp_path / "a.npz")]) == 2
+    assert "expected exactly one of a run DIR or --pretrained NAME" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    core.save_npz(bad, spins=np.ones((2, 16, 16), dtype=np.int8))
+    assert main(["skild", "superres", str(tiny_run["run"]), "--input", str(bad), "--out",
+                 str(tmp_path / "b.npz")]) == 2
+    assert "expected a resolution R with 1 <= R <= 8" in capsys.readouterr().err
+    core.save_npz(bad, spins=np.ones((2, 4, 5), dtype=np.int8))
+    assert main(["skild", "superres", str(tiny_run["run"]), "--input", str(bad), "--out",
+                 str(tmp_path / "b.npz")]) == 2
+    assert "expected shape (N, L, L)" in capsys.readouterr().err
+    core.save_npz(bad, other=np.ones(3))
+    assert main(["skild", "superres", str(tiny_run["run"]), "--input", str(bad), "--out",
+                 str(tmp_path / "b.npz")]) == 2
+    assert "expected a key 'spins' or 'samples'" in capsys.readouterr().err
+    assert not (tmp_path / "b.npz").exists()
+    assert main(["skild", "train", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", core.available_pretrained())
+def test_pretrained_models_load_and_sample_offline(name):
+    model = core.load_model(pretrained=name)
+    assert model.meta["command"][:3] == ["simdiff", "skild", "train"]
+    x = core.generate(model, 2, seed=0, steps=4)
+    assert x.shape == (2, 1, model.L, model.L) and bool(torch.isfinite(x).all())
