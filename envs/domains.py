@@ -215,7 +215,7 @@ def _inverse_cdf(intervals: Sequence[Interval], u: float, integer: bool) -> floa
     if total <= 0.0:
         return float(intervals[0][0])
     t = u * total
-    for (lo, hi), w in zip(intervals, widths):
+    for (lo, _hi), w in zip(intervals, widths):
         if t <= w:
             return float(lo + t)
         t -= w
@@ -243,5 +243,5 @@ def _check_param(owner: str, p: ParamSpec) -> None:
             raise ValueError(f"{where}: shift interval [{lo}, {hi}] is empty or outside bounds [{blo}, {bhi}]")
         if not (hi <= lo3 or lo >= hi3):
             raise ValueError(f"{where}: shift interval [{lo}, {hi}] overlaps level 3 [{lo3}, {hi3}]")
-        if p.integer and (hi <= lo3 and hi == lo3 or lo >= hi3 and lo == hi3):
+        if p.integer and (hi == lo3 or lo == hi3):
             raise ValueError(f"{where}: integer shift interval [{lo}, {hi}] shares a value with level 3")

@@ -14,7 +14,7 @@ Action (float32, [-1, 1]^7)
 Observation (float32, flat; ``env.unwrapped.obs_layout``)
     ``state`` (20): eef position (3) and quaternion xyzw (4), finger joints (2), cube position (3) and
     quaternion xyzw (4), cube minus eef (3) [all with Gaussian noise of std ``obs_noise``], goal height
-    (world z the cube center must exceed, 1, exact). ``context`` (11, when ``observe_domain``): normalized
+    (world z the cube center must exceed, 1, exact). ``context`` (10, when ``observe_domain``): normalized
     domain.
 
 Reward and termination

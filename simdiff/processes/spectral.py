@@ -441,17 +441,29 @@ def loss(eps_pred_pixels: Tensor, eps_modes: Tensor, basis: Basis) -> Tensor:
 X0_FLOOR = 1e-4
 
 
-def predict_x0(proc: SpectralProcess, x_n: Tensor, eps_hat: Tensor, n: Tensor, floor: float = X0_FLOOR) -> Tensor:
-    """``x0_hat = (X_n - sqrt(S0) sqrt(1 - abar_n) eps_hat) / sqrt(abar_n)`` in mode space (float64).
+def predict_x0(proc: SpectralProcess, x_n: Tensor, eps_hat: Tensor, n: Tensor, eps_error: float = 0.0,
+               floor: float = X0_FLOOR) -> Tensor:
+    """``x0_hat`` from an epsilon prediction, in mode space (float64).
 
-    Deviation, for numerics: the division is regularised as ``a / (a^2 + floor^2)`` with ``a = sqrt(abar_n)``.
-    Fine modes reach ``abar_n ~ 1e-100`` at high noise, where ``1 / a`` turns the float32 rounding of ``eps_hat``
-    into astronomically large garbage (and NaN after a few steps); there the estimate shrinks to the prior mean
-    0 instead. Modes with ``a >> floor`` (every mode that still carries signal) are unaffected.
+    Exact inversion: ``x0_hat = (X_n - sqrt(S0) sqrt(1 - abar_n) eps_hat) / sqrt(abar_n)``. Deviation, for
+    robustness: with ``y = X_n - sqrt((1 - abar_n) S0) eps_hat = a X_0 + sqrt((1 - a^2) S0) (eps - eps_hat)``,
+    ``a = sqrt(abar_n)``, and an error ``eps - eps_hat`` of variance ``eps_error^2`` per mode, the linear MMSE
+    estimate under the Gaussian prior ``X_0 ~ N(0, S0)`` is
+
+        x0_hat = a y / (a^2 + (1 - a^2) eps_error^2 + floor^2),
+
+    i.e. the exact inversion for every resolved mode (``a^2 >> eps_error^2``) and a shrinkage to the prior mean 0
+    for modes still buried in noise, where ``1 / a`` would amplify the network's error into huge fine-scale
+    garbage (which pixel-space clipping then spreads over all modes). ``floor`` only guards ``abar_n``
+    underflowing to 0 (``k^2 lambda > 745``). ``eps_error = 0`` is the exact posterior of the paper.
     """
     n = _check_steps(proc, n, x_n.shape[0])
+    if eps_error < 0 or floor < 0:
+        raise ValueError(f"eps_error, floor: expected >= 0, received {eps_error}, {floor}")
+    la = log_abar(proc, n)
     a, s = marginal_std(proc, n)
-    return (x_n.double() - s * eps_hat.double()) * (a / (a * a + floor * floor))
+    denom = torch.exp(la) - torch.expm1(la) * eps_error**2 + floor**2
+    return (x_n.double() - s * eps_hat.double()) * (a / denom)
 
 
 def posterior(proc: SpectralProcess, x_n: Tensor, x0: Tensor, n: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
@@ -481,16 +493,16 @@ def posterior(proc: SpectralProcess, x_n: Tensor, x0: Tensor, n: Tensor, m: Tens
 
 def sample_step(proc: SpectralProcess, x_n: Tensor, eps_hat: Tensor, n: Tensor, m: Tensor,
                 generator: torch.Generator | None = None, clip_x0: float | None = None,
-                x0_floor: float = X0_FLOOR) -> Tensor:
+                eps_error: float = 0.0) -> Tensor:
     """One ancestral step ``X_n -> X_m`` (modes, float64) with the exact posterior around ``x0_hat``.
 
     ``clip_x0`` clamps ``x0_hat`` in pixel space to ``[-clip_x0, clip_x0]`` (data range known, e.g. spins), the
-    usual guard against the ``1 / sqrt(abar_n)`` amplification of prediction errors at high noise.
+    usual guard for data of known range; ``eps_error`` regularises ``x0_hat`` (see :func:`predict_x0`).
     No noise is added when ``m = 0``.
     """
     b = x_n.shape[0]
     n, m = _check_steps(proc, n, b), _check_steps(proc, m, b)
-    x0 = predict_x0(proc, x_n, eps_hat, n, floor=x0_floor)
+    x0 = predict_x0(proc, x_n, eps_hat, n, eps_error=eps_error)
     if clip_x0 is not None:
         x0 = to_modes(from_modes(x0, proc.basis).clamp(-clip_x0, clip_x0), proc.basis)
     mean, var = posterior(proc, x_n, x0, n, m)
@@ -539,11 +551,12 @@ def prior_sample(proc: SpectralProcess, shape: tuple[int, ...], n: int, generato
 
 def sample(proc: SpectralProcess, eps_fn: EpsFn, x_start: Tensor, n_start: int, num_steps: int | None = None,
            generator: torch.Generator | None = None, clip_x0: float | None = None,
-           callback: Callable[[int, Tensor], None] | None = None, x0_floor: float = X0_FLOOR) -> Tensor:
+           callback: Callable[[int, Tensor], None] | None = None, eps_error: float = 0.0) -> Tensor:
     """Ancestral sampling loop from ``X_{n_start}`` (modes) to ``X_0``; returns pixels ``(B, C, L, L)`` float32.
 
     ``eps_fn(x_pixels float32 (B, C, L, L), n (B,) long) -> eps_hat`` in pixel space (the network).
     ``num_steps`` < ``n_start`` jumps between a subsequence of steps with the exact posterior (fewer-step variant).
+    ``clip_x0`` and ``eps_error``: see :func:`sample_step` and :func:`predict_x0`.
     """
     if x_start.ndim != 4:
         raise ValueError(f"x_start: expected (B, C, L, L), received {tuple(x_start.shape)}")
@@ -559,7 +572,7 @@ def sample(proc: SpectralProcess, eps_fn: EpsFn, x_start: Tensor, n_start: int, 
             eps_pix = eps_fn(from_modes(x, proc.basis).float(), nn)
         # 2. its mode-space eps gives x0_hat; 3. draw X_m from the exact posterior around x0_hat
         x = sample_step(proc, x, to_modes(eps_pix.double(), proc.basis), nn, torch.full((b,), m, dtype=torch.long),
-                        generator=generator, clip_x0=clip_x0, x0_floor=x0_floor)
+                        generator=generator, clip_x0=clip_x0, eps_error=eps_error)
         if callback is not None:
             callback(i, x)
     return from_modes(x, proc.basis).float()

@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 
 from simdiff.pipelines.shift import covariate as cov
-from simdiff.pipelines.shift import plots
+from simdiff.pipelines.shift import plots, runner
 from simdiff.pipelines.shift import report as rep
-from simdiff.pipelines.shift import runner
 from simdiff.pipelines.shift.policies import EXPERT, PolicySpec
 from simdiff.pipelines.shift.sweep import check_common
 

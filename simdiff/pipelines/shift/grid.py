@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simdiff.pipelines.shift import plots
+from simdiff.pipelines.shift import plots, runner
 from simdiff.pipelines.shift import report as rep
-from simdiff.pipelines.shift import runner
 from simdiff.pipelines.shift.policies import PolicySpec
 from simdiff.pipelines.shift.sweep import check_common, trained_range
 from simdiff.pipelines.shift.values import check_param_values, classify_value
@@ -32,6 +31,7 @@ class GridSetup:
     level: int | str
     workers: int
     batch_size: int
+    trained_level: int
     trained_range: dict[str, tuple[float, float]]
 
 
@@ -55,7 +55,7 @@ def plan_grid(policies: Sequence[PolicySpec], env_id: str, params: Sequence[str]
     return GridSetup(env_id=env_id, params=(params[0], params[1]), values=vals,
                      tags={p: tuple(classify_value(spec, p, x) for x in vals[p]) for p in params},
                      policies=tuple(policies), episodes=episodes, seed=seed, level=lv, workers=workers,
-                     batch_size=batch_size, trained_range={p: trained_range(spec, p, trained_level) for p in params})
+                     batch_size=batch_size, trained_level=trained_level, trained_range={p: trained_range(spec, p, trained_level) for p in params})
 
 
 def run_grid(setup: GridSetup, out: str | Path | None = None, *, overwrite: bool = False,
@@ -86,6 +86,7 @@ def run_grid(setup: GridSetup, out: str | Path | None = None, *, overwrite: bool
         "command": "grid", "env": setup.env_id, "params": list(setup.params),
         "values": {p: list(v) for p, v in setup.values.items()}, "tags": {p: list(t) for p, t in setup.tags.items()},
         "level": setup.level, "episodes": setup.episodes, "seeds": [setup.seed, setup.seed + setup.episodes - 1],
+        "trained_level": setup.trained_level,
         "trained_range": {p: list(r) for p, r in setup.trained_range.items()}, "policies": pols,
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -106,7 +107,7 @@ def write_outputs(metrics: dict, out: str | Path, *, overwrite: bool, command: S
         f"Env `{metrics['env']}`; success over `{a}` x `{b}`, the other parameters sampled from level "
         f"{metrics['level']}; {metrics['episodes']} episodes per cell, seeds {metrics['seeds'][0]}.."
         f"{metrics['seeds'][1]} in every cell.",
-        f"Trained ranges (dashed box): {a} [{tr[a][0]:g}, {tr[a][1]:g}], {b} [{tr[b][0]:g}, {tr[b][1]:g}]; "
+        f"Trained ranges (dashed box, levels 0..{metrics['trained_level']}): {a} [{tr[a][0]:g}, {tr[a][1]:g}], {b} [{tr[b][0]:g}, {tr[b][1]:g}]; "
         "values outside every level carry a *.",
     ]
     rep.write_report(out, f"Grid over {a} x {b}", intro, [("Success", rep.grid_tables(metrics, markdown=True))],

@@ -36,25 +36,30 @@ def _save(fig: Any, path: str | Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def _shade_trained(ax: Any, trained: Sequence[float] | None, nominal: float | None, axis: str = "x") -> None:
-    span, line = (ax.axvspan, ax.axvline) if axis == "x" else (ax.axhspan, ax.axhline)
+def _shade_trained(ax: Any, trained: Sequence[float] | None, nominal: float | None, level: int | None = None) -> None:
     if trained is not None:
-        span(trained[0], trained[1], color="tab:green", alpha=0.12, lw=0, label="trained range", zorder=0)
+        label = "trained range" + (f" (levels 0-{level})" if level else " (level 0)" if level == 0 else "")
+        ax.axvspan(trained[0], trained[1], color="tab:green", alpha=0.15, lw=0, label=label, zorder=0)
     if nominal is not None:
-        line(nominal, color="0.4", ls="--", lw=0.8, label="nominal", zorder=0)
+        ax.axvline(nominal, color="0.4", ls="--", lw=0.8, label="nominal", zorder=0)
 
 
 def plot_sweep(sweep: Mapping[str, Any], path: str | Path) -> Path:
     """``sweep`` is the sweep's metrics dict: ``param``, ``values``, ``tags``, ``trained_range``, ``nominal``,
-    ``policies: {name: {"points": [{"success", "ci95", "return_mean", "length_mean"}, ...]}}``."""
+    ``levels_range`` (level 3), ``policies: {name: {"points": [{"success", "ci95", "return_mean",
+    "length_mean"}, ...]}}``. The x axis is logarithmic when positive values span more than a factor of 20."""
     plt = _pyplot()
     values = np.asarray(sweep["values"], dtype=float)
     shift = np.array([not str(t).startswith("level_") for t in sweep["tags"]])
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    log_x = bool((values > 0).all() and values.max() / values.min() > 20)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     keys = (("success", "success rate (95% CI)"), ("return_mean", "mean return"),
             ("length_mean", "mean episode length (steps)"))
     for ax, (key, label) in zip(axes, keys):
-        _shade_trained(ax, sweep.get("trained_range"), sweep.get("nominal"))
+        levels = sweep.get("levels_range")
+        if levels is not None and list(levels) != list(sweep.get("trained_range") or []):
+            ax.axvspan(levels[0], levels[1], color="0.85", alpha=0.5, lw=0, label="levels 0-3 range", zorder=0)
+        _shade_trained(ax, sweep.get("trained_range"), sweep.get("nominal"), sweep.get("trained_level"))
         for name, pol in sweep["policies"].items():
             pts = pol["points"]
             y = np.array([p[key] for p in pts], dtype=float)
@@ -70,14 +75,17 @@ def plot_sweep(sweep: Mapping[str, Any], path: str | Path) -> Path:
             ax.set_ylim(-0.02, 1.05)
         if shift.any():
             ax.plot([], [], "X", color="0.3", mec="k", mew=0.5, label="shift value (outside every level)")
+        if log_x:
+            ax.set_xscale("log")
         ax.set_xlabel(f"{sweep['param']}" + (f" [{sweep['unit']}]" if sweep.get("unit") else ""))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
     n = sweep.get("episodes")
     fig.suptitle(f"{sweep.get('env', '')}: sweep over {sweep['param']}" + (f" ({n} episodes per point)" if n else ""),
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return _save(fig, path)
 
 
@@ -132,6 +140,8 @@ def plot_covariate(cov: Mapping[str, Any], path: str | Path) -> Path:
     axes[0].bar(x, knn, color="tab:blue")
     axes[0].axhline(1.0, color="0.4", ls="--", lw=0.8, label="as close as training states are to each other")
     axes[0].set_ylabel("median k-NN distance ratio")
+    if max(knn) > 20 * max(min(knn), 1e-3):
+        axes[0].set_yscale("log")
     axes[0].legend(fontsize=7)
     axes[1].bar(x, mmd, color="tab:orange")
     for xi, n in zip(x, names):

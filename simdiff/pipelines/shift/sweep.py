@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simdiff.pipelines.shift import plots
+from simdiff.pipelines.shift import plots, runner
 from simdiff.pipelines.shift import report as rep
-from simdiff.pipelines.shift import runner
 from simdiff.pipelines.shift.policies import PolicySpec
 from simdiff.pipelines.shift.values import check_param_values, classify_value
 
@@ -36,7 +35,9 @@ class SweepSetup:
     level: int | str
     workers: int
     batch_size: int
+    trained_level: int
     trained_range: tuple[float, float]
+    levels_range: tuple[float, float]  # level 3: every trained level
     nominal: float
     unit: str
 
@@ -83,7 +84,9 @@ def plan_sweep(policies: Sequence[PolicySpec], env_id: str, param: str, values: 
     return SweepSetup(env_id=env_id, param=param, values=tuple(vals),
                       tags=tuple(classify_value(spec, param, v) for v in vals), policies=tuple(policies),
                       episodes=episodes, seed=seed, level=lv, workers=workers, batch_size=batch_size,
-                      trained_range=trained_range(spec, param, trained_level), nominal=float(p.nominal), unit=p.unit)
+                      trained_level=trained_level, trained_range=trained_range(spec, param, trained_level),
+                      levels_range=trained_range(spec, param, len(p.levels) - 1), nominal=float(p.nominal),
+                      unit=p.unit)
 
 
 def run_sweep(setup: SweepSetup, out: str | Path | None = None, *, overwrite: bool = False,
@@ -110,7 +113,8 @@ def run_sweep(setup: SweepSetup, out: str | Path | None = None, *, overwrite: bo
     metrics = {
         "command": "sweep", "env": setup.env_id, "param": setup.param, "unit": setup.unit,
         "values": list(setup.values), "tags": list(setup.tags), "level": setup.level, "episodes": setup.episodes,
-        "seeds": [setup.seed, setup.seed + setup.episodes - 1], "trained_range": list(setup.trained_range),
+        "seeds": [setup.seed, setup.seed + setup.episodes - 1], "trained_level": setup.trained_level,
+        "trained_range": list(setup.trained_range), "levels_range": list(setup.levels_range),
         "nominal": setup.nominal, "policies": pols, "seconds": round(time.perf_counter() - t0, 2),
     }
     if out is not None:
@@ -129,7 +133,8 @@ def write_outputs(metrics: dict, out: str | Path, *, overwrite: bool, command: S
         f"Env `{metrics['env']}`; `{metrics['param']}` swept over {len(metrics['values'])} values, the other "
         f"parameters sampled from level {metrics['level']}; {metrics['episodes']} episodes per point, seeds "
         f"{metrics['seeds'][0]}..{metrics['seeds'][1]} (the same seeds at every value and for every policy).",
-        f"Trained range of `{metrics['param']}` (shaded): [{lo:g}, {hi:g}] {metrics['unit']}; nominal "
+        f"Trained range of `{metrics['param']}` (shaded; levels 0..{metrics['trained_level']}): [{lo:g}, {hi:g}] "
+        f"{metrics['unit']}; nominal "
         f"{metrics['nominal']:g}. Values outside every level are marked SHIFT.",
         "Success is in % with the 95% Wilson interval.",
     ]

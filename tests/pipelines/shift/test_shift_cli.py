@@ -103,3 +103,48 @@ def test_params_lists_every_parameter(capsys):
     assert rc == 0
     for name in ("box_mass", "friction", "action_delay", "obs_noise"):
         assert name in stdout
+
+
+def _mol_run_from(tmp_path, demos, policy_dir):
+    """A MOL run directory laid out like ``simdiff mol run``'s, made of a demo file, one policy checkpoint reused
+    for every model, and pseudo-label files whose round-1 states sit elsewhere (as DAgger states would)."""
+    import shutil
+
+    import numpy as np
+
+    from envs.datasets import load_demos
+
+    run = tmp_path / "molrun"
+    (run / "demos").mkdir(parents=True)
+    shutil.copy(demos, run / "demos" / "domain_0.hdf5")
+    for sub in ("specialists/domain_0", "generalists/labeled_only", "generalists/distilled_r0",
+                "generalists/distilled_r1"):
+        shutil.copytree(policy_dir, run / sub)
+    flat = np.concatenate([ep.flat_obs() for ep in load_demos(demos).episodes])
+    for r, offset in ((0, 0.0), (1, 0.05)):
+        obs = np.repeat(flat[:, None, :], 2, axis=1).copy()
+        obs[:, :, 4] += offset  # box x moved: round 1's states are not the demos' states
+        path = run / "pseudo" / f"round_{r}" / "domain_0.npz"
+        path.parent.mkdir(parents=True)
+        np.savez(path, obs=obs, seed=np.arange(len(obs)) // 10, source=np.full(len(obs), 2))
+    (run / "mol_run.json").write_text(json.dumps({"config": {"env": {"id": ENV, "domains": [0]}}}))
+    return run
+
+
+def test_covariate_per_dagger_round(tmp_path, capsys, demos_l0, untrained_policy):
+    run = _mol_run_from(tmp_path, demos_l0, untrained_policy)
+    out = tmp_path / "cov"
+    rc, stdout, _ = _run(["shift", "covariate", str(run), "--level", "0", "--episodes", "3", "--permutations", "10",
+                          "--out", str(out)], capsys)
+    assert rc == 0, stdout
+    m = json.loads((out / "metrics.json").read_text())
+    rows = m["policies"]
+    assert list(rows) == ["expert (reference)", "molrun/specialist_domain_0", "molrun/labeled_only",
+                          "molrun/distilled_r0", "molrun/distilled_r1"]
+    assert [rows[n]["round"] for n in list(rows)[3:]] == [0, 1]
+    demo_states = rows["molrun/labeled_only"]["train_states"]
+    # Each round trains on the paired demos plus the pseudo-labels of rounds 0..r.
+    assert rows["molrun/distilled_r0"]["train_states"] == 2 * demo_states
+    assert rows["molrun/distilled_r1"]["train_states"] == 3 * demo_states
+    assert len(rows["molrun/distilled_r1"]["data"]) == 3
+    assert "distilled_r1" in stdout
