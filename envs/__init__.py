@@ -31,4 +31,18 @@ def scripted_expert(env):
     return _make(env)
 
 
-__all__ = ["ENV_IDS", "domain_spec", "make", "register_envs", "scripted_expert"]
+_LAZY = {"PushEnv": "envs.push", "PushDomain": "envs.push", "LiftEnv": "envs.lift", "LiftDomain": "envs.lift",
+         "make_vector": "envs.vector", "load_demos": "envs.datasets"}
+
+
+def __getattr__(name: str):
+    # Env classes pull in mujoco (and Lift-v0 robosuite, when made); import them on first use only.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'envs' has no attribute {name!r}")
+
+
+__all__ = ["ENV_IDS", "LiftDomain", "LiftEnv", "PushDomain", "PushEnv", "domain_spec", "load_demos", "make",
+           "make_vector", "register_envs", "scripted_expert"]

@@ -36,11 +36,12 @@ def make_renderer(model: Any, height: int, width: int):
     return renderer
 
 
-def episode_frames(env: Any, states: np.ndarray, seed: int | None = None, stride: int = 1) -> list[np.ndarray]:
-    """Frames ``(H, W, 3)`` uint8 of one episode, redrawn from its ``(T, Ds)`` states in ``env``
-    (an env made with ``render_mode="rgb_array"`` and the episode's domain)."""
+def episode_frames(env: Any, states: np.ndarray, seed: int | None = None, domain: dict | None = None,
+                   stride: int = 1) -> list[np.ndarray]:
+    """Frames ``(H, W, 3)`` uint8 of one episode, redrawn from its ``(T, Ds)`` states in ``env`` (made with
+    ``render_mode="rgb_array"``), after a reset to the episode's seed and domain."""
     base = env.unwrapped
-    env.reset(seed=seed)
+    env.reset(seed=seed, options={"domain": domain} if domain else None)
     frames = []
     for t in range(0, len(states), max(1, int(stride))):
         base.set_state(states[t])
@@ -101,15 +102,16 @@ def render_dataset(dataset: Any, out: str | os.PathLike, episodes: Sequence[int]
     kwargs = {k: v for k, v in dataset.env_kwargs.items() if k not in ("level", "domain", "render_mode")}
     if camera is not None:
         kwargs["camera"] = camera
-    frames: list[np.ndarray] = []
-    env_fps = None
     from simdiff.utils.progress import progress
 
-    for i in progress(idx, desc="render"):
-        ep = dataset[i]
-        env = make(env_name, level=None, domain=ep.domain, render_mode="rgb_array", width=width, height=height,
-                   **kwargs)
+    # One env for all episodes (a robosuite env takes seconds to build); each reset applies the episode's domain.
+    env = make(env_name, level=None, render_mode="rgb_array", width=width, height=height, **kwargs)
+    frames: list[np.ndarray] = []
+    try:
+        for i in progress(idx, desc="render"):
+            ep = dataset[i]
+            frames.extend(episode_frames(env, ep.states, seed=ep.seed, domain=ep.domain, stride=stride))
         env_fps = env.metadata.get("render_fps", 10)
-        frames.extend(episode_frames(env, ep.states, seed=ep.seed, stride=stride))
+    finally:
         env.close()
     return write_video(out, frames, fps or env_fps / max(1, int(stride)))

@@ -551,12 +551,13 @@ def prior_sample(proc: SpectralProcess, shape: tuple[int, ...], n: int, generato
 
 def sample(proc: SpectralProcess, eps_fn: EpsFn, x_start: Tensor, n_start: int, num_steps: int | None = None,
            generator: torch.Generator | None = None, clip_x0: float | None = None,
-           callback: Callable[[int, Tensor], None] | None = None, eps_error: float = 0.0) -> Tensor:
+           callback: Callable[[int, Tensor], None] | None = None, eps_error: float | Tensor = 0.0) -> Tensor:
     """Ancestral sampling loop from ``X_{n_start}`` (modes) to ``X_0``; returns pixels ``(B, C, L, L)`` float32.
 
     ``eps_fn(x_pixels float32 (B, C, L, L), n (B,) long) -> eps_hat`` in pixel space (the network).
     ``num_steps`` < ``n_start`` jumps between a subsequence of steps with the exact posterior (fewer-step variant).
-    ``clip_x0`` and ``eps_error``: see :func:`sample_step` and :func:`predict_x0`.
+    ``clip_x0`` and ``eps_error`` (a float, or a table ``(N + 1,)`` indexed by step): see :func:`sample_step`
+    and :func:`predict_x0`.
     """
     if x_start.ndim != 4:
         raise ValueError(f"x_start: expected (B, C, L, L), received {tuple(x_start.shape)}")
@@ -565,6 +566,9 @@ def sample(proc: SpectralProcess, eps_fn: EpsFn, x_start: Tensor, n_start: int, 
     x = x_start.double()
     b = x.shape[0]
     seq = step_sequence(n_start, num_steps)
+    if isinstance(eps_error, Tensor) and eps_error.shape != (proc.num_steps + 1,):
+        raise ValueError(f"eps_error: expected a float or a table ({proc.num_steps + 1},) over steps, received "
+                         f"shape {tuple(eps_error.shape)}")
     for i, (n, m) in enumerate(zip(seq[:-1], seq[1:])):
         nn = torch.full((b,), n, dtype=torch.long)
         # 1. the network sees pixel space and predicts eps in pixel space
@@ -572,7 +576,8 @@ def sample(proc: SpectralProcess, eps_fn: EpsFn, x_start: Tensor, n_start: int, 
             eps_pix = eps_fn(from_modes(x, proc.basis).float(), nn)
         # 2. its mode-space eps gives x0_hat; 3. draw X_m from the exact posterior around x0_hat
         x = sample_step(proc, x, to_modes(eps_pix.double(), proc.basis), nn, torch.full((b,), m, dtype=torch.long),
-                        generator=generator, clip_x0=clip_x0, eps_error=eps_error)
+                        generator=generator, clip_x0=clip_x0,
+                        eps_error=float(eps_error[n]) if isinstance(eps_error, Tensor) else eps_error)
         if callback is not None:
             callback(i, x)
     return from_modes(x, proc.basis).float()

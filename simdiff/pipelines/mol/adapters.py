@@ -177,7 +177,7 @@ def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str
     from simdiff.pipelines.mol.pseudo import PseudoLabels
     from simdiff.training import train
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     torch.set_num_threads(int(threads))
     pspec = load_config(PolicySpec, spec)
     pcfg = policy_config(pspec, seed=seed, steps=steps)
@@ -211,7 +211,8 @@ def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str
     summary = {"final_loss": float(res.final_loss), "steps": int(res.steps), "paired_windows": len(sampler),
                "paired_episodes": paired.num_episodes, "pseudo_labels": info["pseudo_labels"],
                "params": int(sum(p.numel() for p in policy.model.parameters())), "seed": int(seed),
-               "size": pspec.size, "train_seconds": round(time.perf_counter() - t0, 1)}
+               "size": pspec.size, "train_seconds": round(time.perf_counter() - t0, 1),
+               "cpu_seconds": round(time.process_time() - c0, 1)}
     policy.save(Path(out_dir) / "policy", metrics=summary)
     return summary
 

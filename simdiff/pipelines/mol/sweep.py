@@ -232,3 +232,15 @@ def render_sweep_report(cfg: MolConfig, summary: Mapping, plots: Sequence[str]) 
         lines += ["## Failed points", ""] + [f"- {k}: {v}" for k, v in summary["failures"].items()] + [""]
     lines += [f"![{Path(p).stem}]({p})\n" for p in plots]
     return "\n".join(lines)
+
+
+def render_sweep_table(summary: Mapping) -> str:
+    """Both sweep tables (markdown), for the terminal."""
+    parts = []
+    for family, title in (("demos", "success vs. paired demos per domain"), ("size", "success vs. specialist size")):
+        t = sweep_table(summary, family)
+        if t:
+            parts += [title, t, ""]
+    if summary.get("failures"):
+        parts.append("failed points: " + ", ".join(summary["failures"]))
+    return "\n".join(parts)

@@ -36,10 +36,13 @@ def _save(fig: Any, path: str | Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def _shade_trained(ax: Any, trained: Sequence[float] | None, nominal: float | None, level: int | None = None) -> None:
+def _shade_trained(ax: Any, trained: Sequence[float] | None, nominal: float | None, level: int | None = None,
+                   min_width: float = 0.0) -> None:
     if trained is not None:
         label = "trained range" + (f" (levels 0-{level})" if level else " (level 0)" if level == 0 else "")
-        ax.axvspan(trained[0], trained[1], color="tab:green", alpha=0.15, lw=0, label=label, zorder=0)
+        lo, hi = trained
+        pad = max(0.0, (min_width - (hi - lo)) / 2)  # a single trained value (e.g. no delay) stays visible
+        ax.axvspan(lo - pad, hi + pad, color="tab:green", alpha=0.2, lw=0, label=label, zorder=0)
     if nominal is not None:
         ax.axvline(nominal, color="0.4", ls="--", lw=0.8, label="nominal", zorder=0)
 
@@ -59,7 +62,9 @@ def plot_sweep(sweep: Mapping[str, Any], path: str | Path) -> Path:
         levels = sweep.get("levels_range")
         if levels is not None and list(levels) != list(sweep.get("trained_range") or []):
             ax.axvspan(levels[0], levels[1], color="0.85", alpha=0.5, lw=0, label="levels 0-3 range", zorder=0)
-        _shade_trained(ax, sweep.get("trained_range"), sweep.get("nominal"), sweep.get("trained_level"))
+        span = float(values.max() - values.min()) or 1.0
+        _shade_trained(ax, sweep.get("trained_range"), sweep.get("nominal"), sweep.get("trained_level"),
+                       min_width=0.0 if log_x else 0.02 * span)
         for name, pol in sweep["policies"].items():
             pts = pol["points"]
             y = np.array([p[key] for p in pts], dtype=float)
@@ -96,8 +101,8 @@ def plot_grid(grid: Mapping[str, Any], path: str | Path) -> Path:
     a, b = grid["params"]
     va, vb = grid["values"][a], grid["values"][b]
     names = list(grid["policies"])
-    fig, axes = plt.subplots(1, len(names), figsize=(1.2 + 0.55 * len(vb) * len(names) + 1.5 * len(names),
-                                                       1.5 + 0.45 * len(va)), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(2.0 + (1.6 + 0.55 * len(vb)) * len(names), 2.4 + 0.45 * len(va)),
+                             squeeze=False, constrained_layout=True)
     im = None
     for ax, name in zip(axes[0], names):
         s = np.asarray(grid["policies"][name]["success"], dtype=float)

@@ -105,6 +105,9 @@ class SampleConfig:
     steps: int | None = 100
     #: clamp ``x0_hat`` to ``[-clip, clip]`` in pixel space (spins live in [-1, 1]); ``null`` disables
     clip_x0: float | None = 1.0
+    #: std of the network's epsilon error used to regularise ``x0_hat`` (``predict_x0`` in
+    #: simdiff.processes.spectral); ``null``: measured per step on training data when the model is exported
+    eps_error: float | None = None
     batch_size: int = 250
 
     def __post_init__(self) -> None:
@@ -112,6 +115,8 @@ class SampleConfig:
             check_range("sample.steps", self.steps, lo=1)
         if self.clip_x0 is not None:
             check_range("sample.clip_x0", self.clip_x0, lo=0.0, lo_open=True)
+        if self.eps_error is not None:
+            check_range("sample.eps_error", self.eps_error, lo=0.0)
         check_range("sample.batch_size", self.batch_size, lo=1)
 
 

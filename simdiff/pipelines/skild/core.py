@@ -183,6 +183,41 @@ def gaussian_loss_fn(sched: gs.GaussianSchedule):
     return loss_fn
 
 
+@torch.no_grad()
+def measure_eps_error(net: torch.nn.Module, proc: sp.SpectralProcess, data: Tensor, n_points: int = 24,
+                      n_samples: int = 256, seed: int = 12345) -> dict:
+    """Mean squared epsilon error of ``net`` per mode at ``n_points`` log-spaced steps (training lattices).
+
+    The sampler uses its square root as ``eps_error`` (the LMMSE regularisation of ``x0_hat``).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    grid = np.unique(np.rint(np.geomspace(1, proc.num_steps, n_points)).astype(int))
+    was_training = net.training
+    net.eval()
+    mse = []
+    for n in grid:
+        x0 = data[torch.randint(0, data.shape[0], (n_samples,), generator=gen)][:, None]
+        nn = torch.full((n_samples,), int(n))
+        eps = torch.randn(x0.shape, generator=gen)
+        xn = sp.corrupt(proc, sp.to_modes(x0, proc.basis), nn, eps)
+        eps_hat = net(sp.from_modes(xn, proc.basis), nn.float() / proc.num_steps)
+        mse.append(float(sp.loss(eps_hat, eps, proc.basis).mean()))
+    net.train(was_training)
+    return {"n": grid.tolist(), "mse": mse}
+
+
+def eps_error_table(model: SkildModel) -> float | Tensor:
+    """``eps_error`` for the sampler: the config's constant, else the measured per-step table (N + 1,)."""
+    if model.cfg.sample.eps_error is not None:
+        return float(model.cfg.sample.eps_error)
+    measured = model.meta.get("eps_error")
+    if not measured:
+        return 0.0
+    n = np.arange(model.num_steps + 1)
+    rms = np.sqrt(np.interp(np.log(np.maximum(n, 1)), np.log(measured["n"]), measured["mse"]))
+    return torch.as_tensor(rms, dtype=torch.float64)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------------------
@@ -198,6 +233,15 @@ def _resolve_data(cfg: SkildConfig, run_dir: Path) -> Path:
     if not path.exists():
         generate_training_data(cfg, path)
     return path
+
+
+_TRAINING_SECTIONS = ("data", "process", "model", "train")
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
 def train_run(cfg: SkildConfig, run_dir: str | os.PathLike, command: list[str] | None = None,
@@ -216,14 +260,16 @@ def train_run(cfg: SkildConfig, run_dir: str | os.PathLike, command: list[str] |
         torch.set_num_threads(threads)
     stored = run_dir / "config.yaml"
     if stored.exists():
-        prev = load_config(SkildConfig, stored)
-        if to_dict(prev) != to_dict(cfg):
-            from simdiff.checkpoint import config_diff
+        from simdiff.checkpoint import config_diff
 
-            diff = config_diff(to_dict(prev), to_dict(cfg), ignore=("train.log_every", "train.ckpt_every"))
-            if diff:
-                raise UserError(f"{run_dir} holds a run with a different config; use a new --out or the same "
-                                "config:\n  " + "\n  ".join(diff))
+        # Only what shapes the weights must match; sampler and validation settings may change on a resume.
+        prev = {k: v for k, v in _read_yaml(stored).items() if k in _TRAINING_SECTIONS}
+        now = {k: v for k, v in to_dict(cfg).items() if k in _TRAINING_SECTIONS}
+        diff = config_diff(prev, now, ignore=("train.log_every", "train.ckpt_every"))
+        if diff or _read_yaml(stored).get("name") != cfg.name:
+            diff = diff or [f"name: run has {_read_yaml(stored).get('name')!r}, expected {cfg.name!r}"]
+            raise UserError(f"{run_dir} holds a run with a different config; use a new --out or the same "
+                            "config:\n  " + "\n  ".join(diff))
     else:
         record_run(run_dir, config=cfg, seed=cfg.train.seed, command=command)
     data_path = _resolve_data(cfg, run_dir)
@@ -248,7 +294,9 @@ def train_run(cfg: SkildConfig, run_dir: str | os.PathLike, command: list[str] |
                                                            "k0sq": spectrum[2]},
                "model_dir": str(run_dir / MODEL_DIR), "threads": torch.get_num_threads()}
     if res.completed:
-        meta = {"kind": MODEL_KIND, "config": to_dict(cfg), "L": cfg.data.L, "spectrum": list(spectrum),
+        eps_err = (measure_eps_error(res.ema_model, build_process(cfg, cfg.data.L, spectrum), data)
+                   if cfg.process.kind == "spectral" else None)
+        meta = {"kind": MODEL_KIND, "eps_error": eps_err, "config": to_dict(cfg), "L": cfg.data.L, "spectrum": list(spectrum),
                 "command": command, "train": {k: summary[k] for k in ("steps", "wall_time_s", "final_loss",
                                                                        "threads")},
                 "data": {"path": str(data_path), "num_samples": int(data.shape[0])},
@@ -383,7 +431,8 @@ def generate(model: SkildModel, n: int, seed: int = 0, steps: int | None = -1, b
             proc = model.process()
             x_start = sp.prior_sample(proc, shape, proc.num_steps, generator=gen)
             out.append(sp.sample(proc, _spectral_eps_fn(model), x_start, proc.num_steps, num_steps=steps,
-                                 generator=gen, clip_x0=model.cfg.sample.clip_x0))
+                                 generator=gen, clip_x0=model.cfg.sample.clip_x0,
+                                 eps_error=eps_error_table(model)))
         else:
             sched = model.schedule()
             k = steps if steps is not None else sched.num_steps
@@ -440,7 +489,7 @@ def superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0, steps
         modes, known = sp.place_modes(x[lo:hi, None].double(), model.L, proc.basis)
         x_start = sp.prior_sample(proc, tuple(modes.shape), n0, generator=gen, known_modes=modes, known=known)
         out.append(sp.sample(proc, _spectral_eps_fn(model), x_start, n0, num_steps=k, generator=gen,
-                             clip_x0=model.cfg.sample.clip_x0))
+                             clip_x0=model.cfg.sample.clip_x0, eps_error=eps_error_table(model)))
     info = {"R": R, "L": model.L, "n0": n0, "num_steps": model.num_steps, "sampler_steps": k,
             "k_max_input": sp.max_resolved_wavenumber(R, proc.basis),
             "k_tau_n0": float(sp.k_tau(proc.lambdas[n0], proc.tau))}
@@ -506,7 +555,7 @@ def sdedit_superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0
 __all__ = [
     "MODEL_DIR", "MODEL_KIND", "PRETRAINED_ROOT", "load_lattices", "save_npz", "to_spins",
     "generate_training_data", "augment", "make_batch_fn", "build_net", "fit_spectrum", "build_process",
-    "build_gaussian", "spectral_loss_fn", "gaussian_loss_fn", "train_run", "SkildModel", "available_pretrained",
+    "build_gaussian", "spectral_loss_fn", "gaussian_loss_fn", "measure_eps_error", "eps_error_table", "train_run", "SkildModel", "available_pretrained",
     "resolve_model_dir", "load_model", "generate", "check_lowres", "superres_start", "superres",
     "nearest_upsample", "sdedit_start", "sdedit_superres",
 ]
