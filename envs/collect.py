@@ -25,24 +25,31 @@ _CACHE: dict[str, tuple[Any, Any]] = {}
 
 
 def _env_and_expert(env_id: str, env_kwargs: dict[str, Any]):
-    key = json.dumps([env_id, env_kwargs], sort_keys=True)
+    # The level is passed at every reset, so one env per (id, other kwargs) serves all levels.
+    rest = {k: v for k, v in env_kwargs.items() if k != "level"}
+    key = json.dumps([env_id, rest], sort_keys=True)
     if key not in _CACHE:
         from envs import scripted_expert
         from envs.registry import make
 
-        env = make(env_id, **env_kwargs)
+        env = make(env_id, **rest)
         _CACHE[key] = (env, scripted_expert(env))
     return _CACHE[key]
 
 
 def rollout(env: Any, policy: Callable[[np.ndarray], np.ndarray], seed: int,
-            reset_policy: Callable[[int], None] | None = None, level: Any = None) -> Episode:
+            reset_policy: Callable[[int], None] | None = None, level: Any = "env") -> Episode:
     """One episode of ``policy`` in ``env`` from ``reset(seed=seed)``, recorded as an :class:`Episode`.
 
+    ``level`` (0..3, "shift" or None) is passed as a reset option; the default "env" keeps the env's own.
     ``obs[t]``/``states[t]`` are what the policy saw before ``actions[t]``; ``next_obs[t]`` after it.
     """
     base = env.unwrapped
-    obs, info = env.reset(seed=int(seed))
+    if level == "env":
+        level = base.level
+        obs, info = env.reset(seed=int(seed))
+    else:
+        obs, info = env.reset(seed=int(seed), options={"level": level})
     if reset_policy is not None:
         reset_policy(int(seed))
     observations, actions, rewards, states = [obs], [], [], [base.get_state()]

@@ -211,7 +211,7 @@ class DiffusionPolicy:
         ``generator`` is one ``torch.Generator`` for the batch or one per row (rows then sample
         independently of each other). The EMA network is used when present.
         """
-        net = self.net.eval()
+        net = self.net  # no dropout or batch norm: train/eval mode does not matter, so leave it alone
         feat = self.obs_features(obs_history)
         b = feat.shape[0]
         cond = net.condition(feat, self._task(task, b))

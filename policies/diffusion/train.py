@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,8 @@ class PolicyTrainResult:
     steps: int
     final_loss: float
     wall_time: float               #: training seconds over all calls (resumes included)
-    samples_per_s: float           #: training windows processed per second in this call's last segment
+    samples_per_s: float           #: training windows per wall second in this call's last segment
+    cpu_time: float                #: CPU seconds of this process spent training in this call (free-core proxy)
     evals: list[dict]
 
 
@@ -94,6 +96,8 @@ def train_policy(cfg: DiffusionPolicyConfig, episodes: Episodes, out_dir: str | 
     torch.set_num_threads(cfg.train.threads)
     done = _checkpoint_step(out_dir) if resume else 0
     logged = _logged_eval_steps(out_dir)
+    cpu0 = time.process_time()
+    cpu_eval = 0.0
     try:
         while True:
             # Train up to the next evaluation point (a checkpoint step, so the next segment resumes exactly).
@@ -102,20 +106,24 @@ def train_policy(cfg: DiffusionPolicyConfig, episodes: Episodes, out_dir: str | 
                                         target, batch_size)
             resume, done = True, result.steps
             if every and done % every == 0 and done not in logged:
+                c = time.process_time()
                 evals.append(_run_eval(policy, result, eval_fn, out_dir))
+                cpu_eval += time.process_time() - c
                 logged.add(done)
             if done >= end:
                 break
     finally:
         torch.set_num_threads(prev_threads)
+    cpu = time.process_time() - cpu0 - cpu_eval
     policy.ema = result.ema_model.eval()
     metrics = {"steps": result.steps, "final_loss": result.final_loss, "train_wall_time_s": result.wall_time,
-               "samples_per_s": seg_rate}
+               "train_cpu_time_s": cpu, "samples_per_s": seg_rate}
     if evals:
         metrics["last_eval"] = evals[-1]
     if result.completed:
         policy.save(out_dir / POLICY_DIR, metrics)
-    return PolicyTrainResult(policy, out_dir, result.steps, result.final_loss, result.wall_time, seg_rate, evals)
+    return PolicyTrainResult(policy, out_dir, result.steps, result.final_loss, result.wall_time, seg_rate, cpu,
+                             evals)
 
 
 def _checkpoint_step(out_dir: Path) -> int:
@@ -139,8 +147,6 @@ def _logged_eval_steps(out_dir: Path) -> set[int]:
 
 
 def _segment(policy, loss_fn, batch_fn, tcfg, out_dir, resume, desc, on_log, target, batch_size):
-    import time
-
     from simdiff.training import train
 
     t0 = time.perf_counter()

@@ -3,7 +3,7 @@
 Architecture only. The prefix has one token per observation-history step (the normalized state vector) and,
 when the domain context is used, one token for it; both are zero-padded to a common width ``cond_dim`` and
 told apart by learned prefix-position embeddings. The network does not see the diffusion time ``t``
-(SUBS-parametrized masked diffusion does not need it, MDLM §3.2.3), which is what makes reusing its output
+(SUBS-parametrized masked diffusion does not need it, as MDLM found), which is what makes reusing its output
 across sampler steps exact.
 """
 

@@ -116,9 +116,10 @@ class PlannerPolicy:
         tok = build_tokenizer(cfg.tokenizer, act, gen)
         state = obs[..., layout.state[0]:layout.state[1]].reshape(-1, layout.state_dim)
         mean, std = state.mean(0), state.std(0).clamp_min(cfg.obs_std_floor)
-        torch.manual_seed(seed)
-        model = PlannerModel(cfg.net, tok.vocab_size, tok.num_tokens(cfg.plan_horizon), cfg.obs_horizon,
-                             layout.state_dim, layout.context_dim, default_loops=cfg.sample_loops)
+        with torch.random.fork_rng():  # seeded initial weights without touching the caller's global RNG
+            torch.manual_seed(seed)
+            model = PlannerModel(cfg.net, tok.vocab_size, tok.num_tokens(cfg.plan_horizon), cfg.obs_horizon,
+                                 layout.state_dim, layout.context_dim, default_loops=cfg.sample_loops)
         return cls(cfg, model, tok, layout, mean, std, act.shape[-1])
 
     # -------------------------------------------------------------------------------------- conditioning

@@ -76,7 +76,8 @@ def _train(args: argparse.Namespace) -> int:
     res = train_policy(cfg, episodes, out, eval_fn=eval_fn,
                        desc=f"train {out.name}")
     print(f"{out}: {res.steps} steps, final loss {res.final_loss:.4g}, {res.wall_time:.0f} s of training "
-          f"({res.samples_per_s:.0f} samples/s); policy in {out / 'policy'}, loss curve {out / 'loss.png'}")
+          f"({res.cpu_time:.0f} CPU s in this call, {res.samples_per_s:.0f} samples/s); policy in "
+          f"{out / 'policy'}, loss curve {out / 'loss.png'}")
     for ev in res.evals:
         print(f"  step {ev['step']}: success {ev['success_rate']:.3f} [{ev['ci95'][0]:.3f}, {ev['ci95'][1]:.3f}]")
     return 0

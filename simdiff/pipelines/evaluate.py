@@ -361,8 +361,8 @@ def format_result(res: dict) -> str:
              f"(min {res['lengths'].get('min')}, max {res['lengths'].get('max')}), "
              f"{res['episodes_per_s']:.1f} episodes/s"]
     for name, rows in res["per_domain"].items():
-        if len(rows) < 2:
-            continue
+        if len(rows) < 2 or len({r["success_rate"] for r in rows}) < 2:
+            continue  # only parameters along which success varies (all bins are in the JSON)
         cells = ", ".join(f"[{r['lo']:.3g},{r['hi']:.3g}]: {r['success_rate']:.2f} (n={r['episodes']})" for r in rows)
         lines.append(f"  {name}: {cells}")
     return "\n".join(lines)

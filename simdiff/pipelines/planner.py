@@ -86,7 +86,8 @@ class ExperimentsConfig:
     experiments: tuple[Literal["loops", "compute", "frontier"], ...] = ("loops", "compute", "frontier")
     inference_loops: tuple[int, ...] = (1, 2, 4, 8)     #: exp 1
     random_loops_range: tuple[int, int] | None = (1, 4)  #: exp 1: also train with S ~ U{lo..hi} (None: skip)
-    curve_every: int = 100                              #: exp 2: held-out NLL every this many steps
+    curve_every: int = 100                              #: exp 2: held-out NLL every this many steps ...
+    curve_windows: int = 384                            #: ... on this many held-out windows (same for all)
     frontier_steps: tuple[int, ...] = (1, 2, 4, 8, 16)  #: exp 3: denoising steps
     frontier_loops: tuple[int, ...] = (1, 2, 4, 8)      #: exp 3: inference loops
     frontier_level: int = 2                             #: exp 3: on-policy level
@@ -100,6 +101,7 @@ class ExperimentsConfig:
             if not vals or min(vals) < 1:
                 raise ValueError(f"{name}: expected a non-empty list of ints >= 1, received {vals!r}")
         check_range("curve_every", self.curve_every, lo=1)
+        check_range("curve_windows", self.curve_windows, lo=1)
         check_range("frontier_level", self.frontier_level, lo=0, hi=3)
         check_range("frontier_episodes", self.frontier_episodes, lo=1)
         check_range("frontier_windows", self.frontier_windows, lo=1)
@@ -284,7 +286,7 @@ def _layers(cfg: PlannerTrainConfig) -> str:
 
 
 def _train_variant(name: str, cfg: PlannerTrainConfig, episodes: Episodes, layout: ObsLayout, out: Path,
-                   curve_every: int, eval_loops: tuple[int, ...]) -> FitOutput:
+                   curve_every: int, curve_windows: int, eval_loops: tuple[int, ...]) -> FitOutput:
     run = out / "runs" / name
     done = run / POLICY_DIR
     if done.exists() and (run / "planner_metrics.json").exists():
@@ -294,7 +296,8 @@ def _train_variant(name: str, cfg: PlannerTrainConfig, episodes: Episodes, layou
             return FitOutput(pol, None, {k: v for k, v in stored.items() if k != "curve"}, stored.get("curve", []))
         _clear_run(run)
     t0 = time.perf_counter()
-    fo = fit(cfg, episodes, layout, run, eval_every=curve_every, eval_loops=eval_loops, desc=f"train {name}")
+    fo = fit(cfg, episodes, layout, run, eval_every=curve_every, eval_loops=eval_loops,
+             max_val_windows=curve_windows, desc=f"train {name}")
     fo.metrics["config"] = to_dict(cfg)
     fo.metrics["fit_wall_s"] = time.perf_counter() - t0
     fo.metrics["layers"] = _layers(cfg)
@@ -431,7 +434,8 @@ def run_experiments(config: str | Path | dict, out: str | Path, *, overrides: di
     for name in ("looped", "same_params", "same_flops", "random_loops"):
         if name in needed:
             loops = tuple(sorted({variants[name].planner.train_loops, variants[name].planner.sample_loops}))
-            fits[name] = _train_variant(name, variants[name], episodes, layout, out, cfg.curve_every, loops)
+            fits[name] = _train_variant(name, variants[name], episodes, layout, out, cfg.curve_every,
+                                        cfg.curve_windows, loops)
 
     results: dict[str, Any] = {"env_id": env_id, "demos": {"path": str(demo_path), "episodes": len(episodes),
                                                            "steps": int(sum(len(a) for _, a in episodes))},

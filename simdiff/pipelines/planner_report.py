@@ -132,20 +132,34 @@ def _setup_section(results: dict, cfg: Any) -> list[str]:
     return lines + [""]
 
 
-def _loops_section(res: dict) -> list[str]:
-    lines = ["## 1. Inference loop count S", ""]
+def _pooled(levels: dict) -> tuple[int, int]:
+    return sum(r["successes"] for r in levels.values()), sum(r["episodes"] for r in levels.values())
+
+
+def _loops_section(res: dict, cfg: Any) -> list[str]:
+    from simdiff.pipelines.evaluate import wilson_interval
+
+    lines = ["## 1. Inference loop count S", "",
+             f"Held-out NLL bound on {cfg.frontier_windows} held-out windows (same mask orders for every S); "
+             f"success over {cfg.eval.episodes} episodes per level; `all` pools the levels.", ""]
     for name, m in res.items():
         rng = m["train_loops_range"]
         trained = f"S ~ U{{{rng[0]}..{rng[1]}}}" if rng else f"S = {m['train_loops']}"
         levels = list(m["rows"][0]["levels"])
         lines += [f"**{name}** (trained with {trained})", "",
                   "| S | FLOPs/forward | held-out bits/token | " + " | ".join(f"level {lv}" for lv in levels)
-                  + " | mean |", "|---|---|---|" + "---|" * (len(levels) + 1)]
+                  + " | all |", "|---|---|---|" + "---|" * (len(levels) + 1)]
         for r in m["rows"]:
             cells = " | ".join(_rate(r["levels"][lv]) for lv in levels)
+            k, n = _pooled(r["levels"])
+            lo, hi = wilson_interval(k, n)
             lines.append(f"| {r['loops']} | {_fmt_flops(r['flops_per_forward'])} | {r['val_bits']:.3f} | {cells} | "
-                         f"{r['mean_success']:.2f} |")
-        lines.append("")
+                         f"{k / n:.2f} [{lo:.2f}, {hi:.2f}] |")
+        best = min(m["rows"], key=lambda r: r["val_bits"])
+        top = max(m["rows"], key=lambda r: _pooled(r["levels"])[0])
+        lines += ["", f"- Lowest NLL at S = {best['loops']} ({best['val_bits']:.3f} bits/token); "
+                  f"highest pooled success at S = {top['loops']} "
+                  f"({_pooled(top['levels'])[0]}/{_pooled(top['levels'])[1]}).", ""]
     return lines + ["![loops](loops.png)", ""]
 
 
@@ -197,7 +211,7 @@ def write_report(results: dict[str, Any], cfg: Any, out: Path, command: list[str
         lines += ["Command:", "", "```", shlex.join(command), "```", ""]
     lines += _setup_section(results, cfg)
     if "loops" in results:
-        lines += _loops_section(results["loops"])
+        lines += _loops_section(results["loops"], cfg)
     if "compute" in results:
         lines += _compute_section(results["compute"])
     if "frontier" in results:

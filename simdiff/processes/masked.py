@@ -4,29 +4,33 @@ Diffusion Language Models").
 Tokens live in ``{0, ..., V-1}``; one extra id, ``mask_id`` (conventionally ``V``), is the absorbing [MASK]
 state. A denoiser maps ``(z_t, t, cond)`` to logits over ``V + 1`` classes, the mask class last.
 
-Pieces, each a pure function over tensors (equation numbers are MDLM's):
+Pieces, each a pure function over tensors; the MDLM equations they implement are written out (by name rather
+than by number, since numbering differs between versions of the paper):
 
-* schedule: log-linear ``alpha_t = 1 - (1 - eps) t`` (the "log-linear" noise of MDLM §3.5 / code,
+* schedule: log-linear ``alpha_t = 1 - (1 - eps) t`` (MDLM's "log-linear" noise,
   ``sigma(t) = -log(1 - (1 - eps) t)``), ``eps = 1e-3``;
-* :func:`corrupt` draws ``z_t ~ q(z_t | x) = Cat(alpha_t x + (1 - alpha_t) m)`` independently per position
-  (Eq. 2 with the absorbing prior ``pi = m``);
-* :func:`subs_log_probs` is the SUBS parametrization (§3.2.3): zero probability on [MASK] ("zero masking
-  probabilities") and unmasked positions copied ("carry-over unmasking");
-* :func:`loss` is the continuous-time NELBO (Eq. 10/11): ``sum_l 1[z_t^l = m] * alpha'_t / (1 - alpha_t) *
-  log p_theta(x^l | z_t)``, whose weight ``-alpha'_t / (1 - alpha_t)`` is exactly ``1 / t`` for the log-linear
-  schedule; returned unreduced per sample, in nats per token;
-* :func:`sample_t` draws ``t ~ U[eps, 1]`` with MDLM's antithetic (stratified) variance reduction;
-* :func:`sample` is the ancestral sampler (Eq. 6 / §3.3 with SUBS): from ``t`` to ``s < t`` a masked
-  position becomes token ``v`` with probability ``p_theta(v) (alpha_s - alpha_t) / (1 - alpha_t)`` and stays
-  masked with probability ``(1 - alpha_s) / (1 - alpha_t)``; denoiser outputs are reused for rows whose
-  ``z`` did not change (§3.3 "efficient sampling", valid only for a denoiser that ignores ``t``); optional
-  confidence-ordered unmasking (LLaDA-style low-confidence remasking);
-* :func:`nll_bound` evaluates the continuous-time NELBO of given data exactly in ``t`` (closed-form integral
-  over the mask rate, Monte Carlo over which positions are masked) and :func:`nll_bound_quadrature` by
-  Gauss-Legendre quadrature over ``t``; :func:`nats_to_bits` converts.
+* :func:`corrupt` draws from the forward marginal ``q(z_t | x) = Cat(z_t; alpha_t x + (1 - alpha_t) m)``
+  independently per position (absorbing prior ``pi = m``, the one-hot of [MASK]);
+* :func:`subs_log_probs` is the SUBS parametrization: ``<x_theta(z_t), m> = 0`` ("zero masking probabilities")
+  and ``x_theta(z_t) = z_t`` where ``z_t != m`` ("carry-over unmasking");
+* :func:`loss` is the continuous-time NELBO
+  ``L = E_q int_0^1 alpha'_t / (1 - alpha_t) sum_l 1[z_t^l = m] log <x_theta^l(z_t, t), x^l> dt``, whose weight
+  ``-alpha'_t / (1 - alpha_t)`` is exactly ``1 / t`` for the log-linear schedule; one Monte Carlo sample of t
+  per sequence, returned unreduced per sample, in nats per token;
+* :func:`sample_t` draws ``t ~ U[eps, 1]`` with MDLM's antithetic (stratified, "low-discrepancy") sampler;
+* :func:`sample` is the ancestral sampler with the SUBS reverse step
+  ``p_theta(z_s | z_t) = Cat(z_s; [(1 - alpha_s) m + (alpha_s - alpha_t) x_theta(z_t)] / (1 - alpha_t))`` for a
+  masked ``z_t`` (an unmasked one is copied): a masked position becomes token ``v`` with probability
+  ``x_theta(v) (alpha_s - alpha_t) / (1 - alpha_t)`` and stays masked with ``(1 - alpha_s) / (1 - alpha_t)``.
+  Denoiser outputs are reused for rows whose ``z`` did not change (MDLM's caching, exact only for a denoiser
+  that ignores ``t``); optional confidence-ordered unmasking (LLaDA-style low-confidence remasking);
+* :func:`nll_bound` evaluates the continuous-time NELBO of given data with the integral over t done in closed
+  form (Monte Carlo only over which positions are masked) and :func:`nll_bound_quadrature` by Gauss-Legendre
+  quadrature over t; :func:`nats_to_bits` converts.
 
-The bound in :func:`nll_bound` is taken over the full mask-rate range ``[0, 1]``, so it is a true upper bound
-on ``-log p_theta(x)`` of the sampler that starts from the all-[MASK] sequence (the prior term vanishes).
+The bound in :func:`nll_bound` is taken over the full mask-rate range ``[0, 1]``, so it upper-bounds
+``-log p_theta(x)`` of the continuous-time (many-step) sampler started from the all-[MASK] sequence: the prior
+term vanishes.
 The training loss with ``t in [eps, 1]`` covers the mask rates ``[(1-eps) eps, 1 - eps]`` and thus differs
 from it by ``O(eps)`` (MDLM neglects the same prior/reconstruction terms).
 """
@@ -59,7 +63,7 @@ def alpha_prime(t: torch.Tensor, eps: float = EPS) -> torch.Tensor:
 
 
 def elbo_weight(t: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """NELBO weight ``-alpha'_t / (1 - alpha_t)`` of Eq. 10; equals ``1 / t`` for the log-linear schedule."""
+    """NELBO weight ``-alpha'_t / (1 - alpha_t)`` (continuous-time NELBO); ``1 / t`` for the log-linear schedule."""
     return -alpha_prime(t, eps) / (1.0 - alpha(t, eps))
 
 
@@ -98,7 +102,7 @@ def _check_t(t: torch.Tensor, batch: int) -> None:
 
 def corrupt(x0: torch.Tensor, t: torch.Tensor, mask_id: int, generator: torch.Generator | None = None,
             eps: float = EPS) -> torch.Tensor:
-    """Draw ``z_t ~ q(z_t | x0)`` (MDLM Eq. 2): each position masked independently w.p. ``1 - alpha_t``.
+    """Draw ``z_t ~ q(z_t | x0) = Cat(alpha_t x0 + (1 - alpha_t) m)``: each position masked independently w.p. ``1 - alpha_t``.
 
     ``x0``: (B, L) clean token ids in ``[0, mask_id)``; ``t``: (B,). Returns ``z_t``: (B, L).
     """
@@ -112,7 +116,7 @@ def corrupt(x0: torch.Tensor, t: torch.Tensor, mask_id: int, generator: torch.Ge
 
 
 def subs_log_probs(logits: torch.Tensor, z_t: torch.Tensor, mask_id: int) -> torch.Tensor:
-    """SUBS parametrization (MDLM §3.2.3): log ``x_theta(z_t, t)`` of shape (B, L, V + 1).
+    """SUBS parametrization (MDLM): log ``x_theta(z_t, t)`` of shape (B, L, V + 1).
 
     1. zero masking probability: the [MASK] logit is set to ``-inf`` before the softmax;
     2. carry-over unmasking: an unmasked position puts all its mass on its own token.
@@ -130,7 +134,7 @@ def subs_log_probs(logits: torch.Tensor, z_t: torch.Tensor, mask_id: int) -> tor
 
 def loss(logits: torch.Tensor, x0: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, mask_id: int,
          eps: float = EPS) -> torch.Tensor:
-    """Continuous-time NELBO estimate (MDLM Eq. 11), unreduced: (B,) in nats per token.
+    """Continuous-time NELBO estimate (MDLM, one t per sequence), unreduced: (B,) in nats per token.
 
     ``sum_l 1[z_t^l = m] * (-log p_theta(x0^l | z_t)) * w(t) / L`` with ``w(t) = -alpha'_t/(1-alpha_t) = 1/t``.
     Unmasked positions contribute exactly zero under SUBS (carry-over), so only masked ones are summed.
@@ -218,7 +222,7 @@ def sample(denoiser: Denoiser, shape: tuple[int, int], *, mask_id: int, num_step
            order: Literal["random", "confidence"] = "random", cache: bool = True, temperature: float = 1.0,
            device: torch.device | str | None = None,
            callback: Callable[[dict], None] | None = None) -> torch.Tensor:
-    """Ancestral sampling from all-[MASK] at ``t = 1`` to ``t = 0`` in ``num_steps`` uniform steps (MDLM §3.3).
+    """Ancestral sampling from all-[MASK] at ``t = 1`` to ``t = 0`` in ``num_steps`` uniform steps (MDLM's ancestral sampler).
 
     ``denoiser(z, t, cond) -> logits`` with ``z``: (b, L) ids, ``t``: (b,), logits (b, L, mask_id + 1); it
     may be called on a subset of rows (``cond`` is indexed along dim 0 accordingly). Returns (B, L) token ids,
@@ -308,7 +312,7 @@ def nll_bound(denoiser: Denoiser, x0: torch.Tensor, *, mask_id: int, cond: Cond 
               num_samples: int = 1, generator: torch.Generator | None = None, eps: float = EPS) -> torch.Tensor:
     """Continuous-time NELBO of ``x0`` (B, L), integrated exactly over t: (B,) nats per token.
 
-    With mask rate ``m = 1 - alpha_t`` the NELBO (MDLM Eq. 10) over ``m in [0, 1]`` is
+    With mask rate ``m = 1 - alpha_t`` the continuous-time NELBO over ``m in [0, 1]`` is
     ``int_0^1 (1/m) E_{z~q_m}[sum_masked -log p] dm``. Conditioning on the number ``k`` of masked positions,
     ``int_0^1 (1/m) C(L,k) m^k (1-m)^(L-k) dm * k = 1``, so the integral is exactly
     ``sum_{k=1}^{L} E_{S: |S|=k}[mean_{l in S} -log p(x^l | x with S masked)]`` (the any-order

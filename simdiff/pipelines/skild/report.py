@@ -65,7 +65,8 @@ def scalar_table(metrics: dict) -> str:
                 continue
             mark = "" if o["pass"] else " **FAIL**"
             cells.append(f"{_f(o['value'])} ± {_f(o['stderr'], 2)} (z={o['z']:.2f}){mark}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if any(c != "-" for c in cells[1:]):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     for name, label, _ in PROFILE_ROWS:
         cells = ["-"]
         for _, e in ens:

@@ -54,7 +54,8 @@ def compare(candidate: np.ndarray, reference: np.ndarray, temperature: float) ->
     rep = compare_ensembles(candidate, reference, temperature=temperature, observables=OBSERVABLES)
     obs = rep["observables"]
     summed, n_checks, n_pass = 0.0, 0, 0
-    for name in SCALARS:
+    # A tiny lattice has too few shells for the S(k) slope fit: compare what exists.
+    for name in (n for n in SCALARS if n in obs):
         o = obs[name]
         summed += abs(o["diff"]) / abs(o["reference"])
         n_checks, n_pass = n_checks + 1, n_pass + bool(o["pass"])

@@ -132,3 +132,17 @@ def test_errors_are_clear(tmp_path):
         pol.predict_action(torch.zeros(2, 3, 5))
     with pytest.raises(CheckpointError):
         PlannerPolicy.load(tmp_path / "nothing")
+
+
+def test_kmeans_codebook_planner_round_trip(tmp_path):
+    cfg = tiny_cfg(tokenizer={"kind": "kmeans", "codebook_size": 16, "chunk": 2}).planner
+    w = make_windows(synthetic_episodes(n=4), 2, 4)
+    pol = PlannerPolicy.build(cfg, w, LAYOUT)
+    assert pol.plan_tokens == 2 and pol.tokenizer.vocab_size == 16
+    batch = {"obs": w["obs"][:6], "tokens": pol.encode_actions(w["actions"][:6])}
+    assert pol.compute_loss(pol.model, batch, torch.Generator().manual_seed(0), loops=2).shape == (6,)
+    pol.save(tmp_path / "p")
+    again = PlannerPolicy.load(tmp_path / "p")
+    a = pol.predict_action(w["obs"][:3], torch.Generator().manual_seed(1))
+    assert a.shape == (3, 4, 2)
+    assert torch.equal(a, again.predict_action(w["obs"][:3], torch.Generator().manual_seed(1)))

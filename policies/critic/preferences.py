@@ -1,0 +1,297 @@
+"""Automatic preference data: candidate action chunks executed from restored simulator states and ranked.
+
+Collection (:func:`collect_preferences`)
+    Base-policy episodes are run ``batch_envs`` at a time. At every replanning point (every ``Ta`` steps) the
+    env is snapshotted (:mod:`policies.critic.sim_state`) and ``n = policy_samples + perturbed`` candidate
+    chunks are built: ``policy_samples`` DDIM samples of the base policy (``sample_eta``; noise from a
+    generator seeded by ``(seed, episode, step)``) and ``perturbed`` noise-perturbed copies of them
+    (``x0 + std * eps`` in normalized action units, clipped to the action range). Each candidate's ``Ta``
+    executed actions run from the restored snapshot; the episode then continues from candidate 0 (a plain
+    base-policy sample), so the states follow the base policy's own distribution.
+
+Ranking rule (:func:`chunk_utility`), lexicographic and encoded in one number ``u``:
+    1. a chunk that reaches success (box within the goal tolerance; the episode ends) beats every chunk that
+       does not, and among successes an earlier success is better: ``u = 1 + (Ta - k + 1) / Ta`` for
+       success at executed step ``k`` (``u`` in ``(1, 2]``);
+    2. otherwise, more progress to the goal is better: ``u = clip((d0 - d_end) / d0, -1, 1)`` with ``d0`` /
+       ``d_end`` the box-goal distance before / after the chunk (``u < 1`` since ``d_end`` exceeds the
+       tolerance). This is the chunk's normalized progress; the chunk return ``-sum_k d_k`` is stored too.
+    Two candidates of the same state whose utilities differ by less than ``tie_margin`` are a tie and give
+    no pair; every other pair gives ``(state, winner, loser)``.
+
+Storage: one ``.npz`` (``allow_pickle=False``) of arrays plus a JSON sidecar with the config and counts.
+Episodes are split into train / held-out by index (the last ``heldout_fraction`` of them are held out), so
+no state of a held-out episode is ever trained on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from policies.critic.adapter import PolicyDenoiser, row_randn, sample_chunks
+from policies.critic.config import PrefsConfig
+from policies.critic.sim_state import box_goal_distance, restore, snapshot
+from simdiff.utils.progress import progress
+
+RULE = ("success within the chunk beats no success, earlier success beats later (u = 1 + (Ta-k+1)/Ta); "
+        "otherwise more normalized progress to the goal wins (u = clip((d0-d_end)/d0, -1, 1)); "
+        "|u_i - u_j| < tie_margin is a tie and is dropped")
+_ARRAYS = ("obs", "chunks", "utility", "progress", "chunk_return", "success_step", "source", "perturb_std",
+           "episode", "step", "heldout")
+
+
+def chunk_utility(success_step: int | None, d0: float, d_end: float, action_horizon: int) -> float:
+    """The ranking utility of one executed chunk (see the module docstring)."""
+    if success_step is not None:
+        if not 1 <= success_step <= action_horizon:
+            raise ValueError(f"success_step: expected 1..{action_horizon}, received {success_step}")
+        return 1.0 + (action_horizon - success_step + 1) / action_horizon
+    return float(np.clip((d0 - d_end) / max(d0, 1e-6), -1.0, 1.0 - 1e-6))
+
+
+def preference_pairs(utility: np.ndarray, margin: float, states: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """All ``(state, winner, loser)`` triples ``(P, 3)`` int64 with ``u_w - u_l >= margin`` among ``states``
+    (indices into ``utility (S, n)``; default all), and the number of tied pairs dropped."""
+    u = np.asarray(utility, dtype=np.float64)
+    if u.ndim != 2:
+        raise ValueError(f"utility: expected shape (S, n), received {u.shape}")
+    idx = np.arange(u.shape[0]) if states is None else np.asarray(states, dtype=np.int64)
+    i, j = np.triu_indices(u.shape[1], k=1)
+    diff = u[idx][:, i] - u[idx][:, j]                       # (S', n(n-1)/2)
+    s_rows = np.repeat(idx[:, None], i.size, axis=1)
+    win_i = diff >= margin
+    win_j = diff <= -margin
+    pairs = np.concatenate([
+        np.stack([s_rows[win_i], np.broadcast_to(i, diff.shape)[win_i], np.broadcast_to(j, diff.shape)[win_i]], 1),
+        np.stack([s_rows[win_j], np.broadcast_to(j, diff.shape)[win_j], np.broadcast_to(i, diff.shape)[win_j]], 1),
+    ]).astype(np.int64)
+    ties = int((~(win_i | win_j)).sum())
+    order = np.lexsort((pairs[:, 2], pairs[:, 1], pairs[:, 0]))
+    return pairs[order], ties
+
+
+@dataclass
+class PreferenceData:
+    """Candidate chunks per state with their outcomes. ``S`` states, ``n`` candidates each.
+
+    ``obs (S, To, Do)`` raw observation history; ``chunks (S, n, Tp, Da)`` normalized; ``utility``,
+    ``progress`` (m), ``chunk_return`` ``(S, n)`` float32; ``success_step (S, n)`` int (-1: none);
+    ``source (n,)`` 0 = base-policy sample, 1 = perturbed; ``perturb_std (n,)``; ``episode``, ``step``
+    ``(S,)``; ``heldout (S,)`` bool.
+    """
+
+    obs: np.ndarray
+    chunks: np.ndarray
+    utility: np.ndarray
+    progress: np.ndarray
+    chunk_return: np.ndarray
+    success_step: np.ndarray
+    source: np.ndarray
+    perturb_std: np.ndarray
+    episode: np.ndarray
+    step: np.ndarray
+    heldout: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        s, n = self.utility.shape
+        checks = {"obs": (s,), "chunks": (s, n), "progress": (s, n), "chunk_return": (s, n),
+                  "success_step": (s, n), "source": (n,), "perturb_std": (n,), "episode": (s,), "step": (s,),
+                  "heldout": (s,)}
+        for name, lead in checks.items():
+            arr = getattr(self, name)
+            if tuple(arr.shape[:len(lead)]) != lead:
+                raise ValueError(f"PreferenceData.{name}: expected leading shape {lead}, received {arr.shape}")
+
+    @property
+    def num_states(self) -> int:
+        return int(self.utility.shape[0])
+
+    @property
+    def num_candidates(self) -> int:
+        return int(self.utility.shape[1])
+
+    def pairs(self, margin: float, heldout: bool) -> tuple[np.ndarray, int]:
+        """``(state, winner, loser)`` pairs of the train (``heldout=False``) or held-out states."""
+        states = np.flatnonzero(self.heldout == heldout)
+        return preference_pairs(self.utility, margin, states)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``path`` (.npz, no pickle) and ``path`` with suffix ``.json`` (meta), atomically."""
+        import io
+
+        from simdiff.utils.io import atomic_write_bytes, write_json
+
+        path = Path(path)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k: getattr(self, k) for k in _ARRAYS})
+        atomic_write_bytes(path, buf.getvalue())
+        write_json(path.with_suffix(".json"), self.meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PreferenceData:
+        from simdiff.errors import DatasetError
+        from simdiff.utils.io import read_json
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such preference file")
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in _ARRAYS if k not in z.files]
+            if missing:
+                raise DatasetError(f"{path}: not a preference file (missing arrays {missing})")
+            arrays = {k: z[k] for k in _ARRAYS}
+        meta_path = path.with_suffix(".json")
+        meta = read_json(meta_path) if meta_path.exists() else {}
+        return cls(**arrays, meta=meta)
+
+
+# ------------------------------------------------------------------------------------------------ collection
+def _state_generator(seed: int, episode: int, step: int) -> torch.Generator:
+    """A generator that depends only on (seed, episode, step): a state's candidates do not depend on batching."""
+    s = int(np.random.SeedSequence([int(seed), int(episode), int(step)]).generate_state(1, dtype=np.uint64)[0])
+    return torch.Generator().manual_seed(s & ((1 << 63) - 1))
+
+
+def _execute(env: Any, actions: np.ndarray) -> dict:
+    """Run the executed actions ``(Ta, Da)`` of one chunk; stop when the episode ends."""
+    ret, succ, obs_seq, done = 0.0, None, [], False
+    for k, a in enumerate(actions):
+        obs, r, terminated, truncated, info = env.step(a)
+        ret += float(r)
+        obs_seq.append(obs)
+        if succ is None and info.get("success", False):
+            succ = k + 1
+        if terminated or truncated:
+            done = True
+            break
+    return {"return": ret, "success_step": succ, "obs": obs_seq, "done": done, "d_end": box_goal_distance(env)}
+
+
+def _candidates(den: PolicyDenoiser, cfg: PrefsConfig, hist: np.ndarray, gens: list[torch.Generator]) -> torch.Tensor:
+    """``(L, n, Tp, Da)`` normalized candidate chunks for ``L`` states with observation histories ``hist``."""
+    n_pol, n_pert = cfg.policy_samples, cfg.perturbed
+    L = hist.shape[0]
+    cond = den.condition(den.obs_features(hist))
+    rows = [g for g in gens for _ in range(n_pol)]          # each state's rows draw from its own generator
+    with torch.no_grad():
+        x0 = sample_chunks(den, cond.repeat_interleave(n_pol, 0), cfg.sample_eta, rows)
+    x0 = x0.view(L, n_pol, *den.chunk_shape)
+    cands = [x0[:, c] for c in range(n_pol)]
+    bound = den.clip if den.clip is not None else 1.0
+    for m in range(n_pert):
+        std = cfg.perturb_std[m % len(cfg.perturb_std)]
+        eps = row_randn(gens, L, den.chunk_shape, x0.dtype)
+        cands.append((x0[:, m % n_pol] + std * eps).clamp(-bound, bound))
+    return torch.stack(cands, dim=1)
+
+
+def collect_preferences(den: PolicyDenoiser, cfg: PrefsConfig, show_progress: bool = True) -> PreferenceData:
+    """Roll out the base policy, branch candidates at every replanning point and record their outcomes."""
+    from envs import make
+
+    To, Tp, Ta = den.obs_horizon, den.pred_horizon, den.action_horizon
+    n = cfg.policy_samples + cfg.perturbed
+    kw = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
+    nb = min(cfg.batch_envs, cfg.episodes)
+    envs = [make(cfg.env, level=cfg.level, **kw) for _ in range(nb)]
+    rec: dict[str, list] = {k: [] for k in ("obs", "chunks", "utility", "progress", "chunk_return", "success_step",
+                                            "episode", "step")}
+    t0 = time.perf_counter()
+    bar = progress(total=cfg.episodes, desc="preferences") if show_progress else None
+    try:
+        for first in range(0, cfg.episodes, nb):
+            ids = list(range(first, min(first + nb, cfg.episodes)))
+            _collect_block(den, cfg, envs[:len(ids)], ids, rec, To, Ta, n)
+            if bar is not None:
+                bar.update(len(ids))
+    finally:
+        if bar is not None:
+            bar.close()
+        for e in envs:
+            e.close()
+    n_held = int(math.ceil(cfg.episodes * cfg.heldout_fraction)) if cfg.heldout_fraction > 0 else 0
+    episode = np.asarray(rec["episode"], dtype=np.int64)
+    source = np.array([0] * cfg.policy_samples + [1] * cfg.perturbed, dtype=np.int8)
+    stds = np.array([0.0] * cfg.policy_samples
+                    + [cfg.perturb_std[m % len(cfg.perturb_std)] for m in range(cfg.perturbed)], dtype=np.float32)
+    data = PreferenceData(
+        obs=np.asarray(rec["obs"], dtype=np.float32).reshape(-1, To, den.obs_dim),
+        chunks=np.asarray(rec["chunks"], dtype=np.float32).reshape(-1, n, Tp, den.action_dim),
+        utility=np.asarray(rec["utility"], dtype=np.float32).reshape(-1, n),
+        progress=np.asarray(rec["progress"], dtype=np.float32).reshape(-1, n),
+        chunk_return=np.asarray(rec["chunk_return"], dtype=np.float32).reshape(-1, n),
+        success_step=np.asarray(rec["success_step"], dtype=np.int32).reshape(-1, n),
+        source=source, perturb_std=stds, episode=episode,
+        step=np.asarray(rec["step"], dtype=np.int32), heldout=episode >= cfg.episodes - n_held)
+    data.meta = _summary(data, cfg, time.perf_counter() - t0)
+    return data
+
+
+def _collect_block(den: PolicyDenoiser, cfg: PrefsConfig, envs: list, ids: list[int], rec: dict, To: int, Ta: int,
+                   n: int) -> None:
+    hist = np.zeros((len(envs), To, den.obs_dim), dtype=np.float32)
+    steps = np.zeros(len(envs), dtype=np.int64)
+    live = np.ones(len(envs), dtype=bool)
+    for j, (env, i) in enumerate(zip(envs, ids)):
+        obs, _ = env.reset(seed=cfg.seed + i)
+        hist[j] = obs[None]
+    while live.any():
+        slots = np.flatnonzero(live)
+        gens = [_state_generator(cfg.seed, ids[j], int(steps[j])) for j in slots]
+        cands = _candidates(den, cfg, hist[slots], gens)
+        acts = den.to_actions(cands.flatten(0, 1)).view(len(slots), n, Ta, -1).to(torch.float32).numpy()
+        for r, j in enumerate(slots.tolist()):
+            env = envs[j]
+            snap, d0 = snapshot(env), box_goal_distance(env)
+            outcomes: dict[int, dict] = {}
+            order = list(range(1, n)) + [0]   # candidate 0 last: the episode continues from its end state
+            for c_i, c in enumerate(order):
+                if c_i:
+                    restore(env, snap)
+                outcomes[c] = _execute(env, acts[r, c])
+            rec["obs"].append(hist[j].copy())
+            rec["chunks"].append(cands[r].numpy())
+            for c in range(n):
+                o = outcomes[c]
+                rec["utility"].append(chunk_utility(o["success_step"], d0, o["d_end"], Ta))
+                rec["progress"].append(d0 - o["d_end"])
+                rec["chunk_return"].append(o["return"])
+                rec["success_step"].append(-1 if o["success_step"] is None else o["success_step"])
+            rec["episode"].append(ids[j])
+            rec["step"].append(int(steps[j]))
+            for obs in outcomes[0]["obs"]:
+                hist[j] = np.concatenate([hist[j, 1:], obs[None]], axis=0)
+            steps[j] += len(outcomes[0]["obs"])
+            live[j] = not outcomes[0]["done"]
+
+
+def _summary(data: PreferenceData, cfg: PrefsConfig, wall: float) -> dict:
+    from simdiff.config import to_dict
+
+    train_pairs, train_ties = data.pairs(cfg.tie_margin, heldout=False)
+    held_pairs, held_ties = data.pairs(cfg.tie_margin, heldout=True)
+    succ = data.success_step >= 0
+    return {"kind": "simdiff.critic_preferences", "config": to_dict(cfg), "rule": RULE,
+            "states": data.num_states, "candidates_per_state": data.num_candidates,
+            "heldout_states": int(data.heldout.sum()), "train_pairs": int(len(train_pairs)),
+            "heldout_pairs": int(len(held_pairs)), "ties_dropped": train_ties + held_ties,
+            "candidate_success_rate": {"policy": float(succ[:, data.source == 0].mean()),
+                                       "perturbed": float(succ[:, data.source == 1].mean()) if (data.source == 1).any()
+                                       else None},
+            "mean_utility": {"policy": float(data.utility[:, data.source == 0].mean()),
+                             "perturbed": float(data.utility[:, data.source == 1].mean())
+                             if (data.source == 1).any() else None},
+            "wall_time_s": wall}
+
+
+__all__ = ["RULE", "PreferenceData", "chunk_utility", "preference_pairs", "collect_preferences"]
