@@ -10,7 +10,7 @@ Definitions (torus, J = 1, per site, N_s = L^2 sites, m = sum s / N_s, e = -sum_
   susceptibility N_s (<m^2> - <|m|>^2) / T; Binder U4 = 1 - <m^4> / (3 <m^2>^2);
   G(r) = <s(x) s(x + r e_a)> averaged over sites x and both axes a, r = 0..L/2 (not connected);
   S(k) = <|sum_x s(x) e^{-i k.x}|^2> / N_s, averaged over shells round(|n|) = 1..L/2, k = 2 pi n / L;
-  its log-slope d ln S / d ln k by least squares over a k range;
+  its log-slope d ln S / d ln k by least squares over a k range (default shells 1..max(2, L/4));
   G4c(l) = <s1 s2 s3 s4> - 2 G_side(l)^2 - G_diag(l)^2 on the corners (0,0), (l,0), (0,l), (l,l) of an l x l
   square, averaged over translations; G_side(l) = G(l), G_diag(l) averages the (l, l) and (l, -l) diagonals.
 """
@@ -220,24 +220,24 @@ def four_point_terms_per_sample(spins: np.ndarray, ls: Sequence[int]) -> tuple[n
     four, side, diag = (np.empty((n, len(ls))) for _ in range(3))
     work = s.astype(np.int64) if np.issubdtype(s.dtype, np.integer) else s.astype(np.float64)
     sites = L * L
-    for q, l in enumerate(ls):
-        right = np.roll(work, -l, axis=2)
-        down = np.roll(work, -l, axis=1)
+    for q, ell in enumerate(ls):
+        right = np.roll(work, -ell, axis=2)
+        down = np.roll(work, -ell, axis=1)
         pair = work * right  # s(x, y) s(x + l, y)
-        four[:, q] = (pair * np.roll(pair, -l, axis=1)).sum(axis=(1, 2)) / sites
+        four[:, q] = (pair * np.roll(pair, -ell, axis=1)).sum(axis=(1, 2)) / sites
         side[:, q] = ((pair + work * down).sum(axis=(1, 2))) / (2.0 * sites)
-        d1 = work * np.roll(down, -l, axis=2)
-        d2 = work * np.roll(down, l, axis=2)
+        d1 = work * np.roll(down, -ell, axis=2)
+        d2 = work * np.roll(down, ell, axis=2)
         diag[:, q] = (d1 + d2).sum(axis=(1, 2)) / (2.0 * sites)
     return four, side, diag
 
 
 def default_sides(L: int) -> list[int]:
     """Square sides 1, 2, 4, ... up to max(1, L // 4)."""
-    out, l = [], 1
-    while l <= max(1, L // 4):
-        out.append(l)
-        l *= 2
+    out, side = [], 1
+    while side <= max(1, L // 4):
+        out.append(side)
+        side *= 2
     return out
 
 
@@ -318,11 +318,17 @@ def structure_factor(spins: np.ndarray, n_blocks: int | None = None) -> Profile:
 
 
 def _fit_mask(k: np.ndarray, k_range: tuple[float, float] | None) -> np.ndarray:
-    lo, hi = (0.0, math.pi / 2) if k_range is None else (float(k_range[0]), float(k_range[1]))
-    mask = (k > lo * (1 - 1e-9)) & (k <= hi * (1 + 1e-9))
-    if mask.sum() < 2:
+    """Shells used by the slope fit: ``k_range[0] < |k| <= k_range[1]``, by default shells 1..max(2, L/4)
+    (|k| up to about pi/2, where the lattice has not yet bent the continuum power law)."""
+    if k_range is None:
+        mask = np.arange(k.size) < max(2, k.size // 2)
+        lo, hi = 0.0, float(k[mask][-1]) if mask.any() else 0.0
+    else:
+        lo, hi = float(k_range[0]), float(k_range[1])
+        mask = (k > lo * (1 - 1e-9)) & (k <= hi * (1 + 1e-9))
+    if mask.sum() < 2 or k.size < 2:
         raise ValueError(f"k_range: expected at least 2 shells with {lo:g} < |k| <= {hi:g}, "
-                         f"found {int(mask.sum())} (shells at |k| = {np.round(k, 3).tolist()})")
+                         f"found {int(min(mask.sum(), k.size))} (shells at |k| = {np.round(k, 3).tolist()})")
     return mask
 
 
@@ -337,7 +343,8 @@ def log_slope(k: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def structure_factor_slope(spins: np.ndarray, k_range: tuple[float, float] | None = None,
                            n_blocks: int | None = None) -> Estimate:
-    """Slope of ln S(k) against ln |k| over shells with k_range[0] < |k| <= k_range[1] (default (0, pi/2]).
+    """Slope of ln S(k) against ln |k| over shells with k_range[0] < |k| <= k_range[1] (default: shells
+    1..max(2, L/4), |k| up to about pi/2).
 
     At T_c and small k the exact exponent is -7/4 (S ~ k^-(2 - eta), eta = 1/4); finite L bends it.
     """

@@ -118,7 +118,10 @@ class PolicyDenoiser:
 
 
 def sample_chunks(den: PolicyDenoiser, cond: Tensor, eta: float, generators: Generators) -> Tensor:
-    """Plain DDIM sampling (Song et al. eq. 12) of normalized chunks ``(B, Tp, Da)`` under ``torch.no_grad``."""
+    """Plain DDIM sampling (Song et al. eq. 12) of normalized chunks ``(B, Tp, Da)`` under ``torch.no_grad``.
+
+    Denoiser calls are counted by ``den``; chunks are counted by the caller (a best-of-k keeps one of k).
+    """
     b = cond.shape[0]
     with torch.no_grad():
         x = row_randn(generators, b, den.chunk_shape, den.dtype)
@@ -126,7 +129,6 @@ def sample_chunks(den: PolicyDenoiser, cond: Tensor, eta: float, generators: Gen
             out = den.predict(x, t, cond)                                     # 1. predict
             mean, std = den.step_mean_std(out, x, t, t_prev, eta)             # 2. step
             x = mean + std * row_randn(generators, b, den.chunk_shape, den.dtype) if eta > 0 else mean
-    den.counter.chunks += b
     return x
 
 

@@ -176,13 +176,28 @@ def critic_from_policy_net(policy_net: nn.Module, cfg: CriticModelConfig, action
     return net.to(next(policy_net.parameters()).dtype)
 
 
-def critic_cost_ratio(policy_net: nn.Module, critic: CriticNet) -> float:
-    """Parameters of the critic's backbone over the denoiser's: a rough cost of one critic call in denoiser
-    evaluations (conv nets: FLOPs scale with parameters at a fixed length)."""
-    den = sum(p.numel() for p in policy_net.parameters())
-    crit = sum(p.numel() for p in critic.parameters())
+def count_flops(fn) -> int:
+    """FLOPs of the tensor ops run by ``fn()`` (``torch.utils.flop_counter``: matmuls and convolutions, which
+    dominate a 1D U-Net; counted at the ATen level, so functional calls inside modules are included)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def critic_cost_ratio(policy_net: nn.Module, critic: CriticNet, horizon: int) -> float:
+    """FLOPs of one critic call over one denoiser call (batch 1, sequence length ``horizon``): the cost of a
+    critic evaluation in denoiser evaluations."""
+    x = torch.zeros(1, horizon, critic.action_dim, dtype=next(critic.parameters()).dtype)
+    t = torch.zeros(1, dtype=torch.long)
+    feat = torch.zeros(1, critic.obs_feat_dim, dtype=x.dtype)
+    task = torch.zeros(1, dtype=torch.long) if critic.task_embed is not None else None
+    den = count_flops(lambda: policy_net(x, t, feat, task))
+    crit = count_flops(lambda: critic(x, t, feat, task))
     return crit / max(den, 1)
 
 
 __all__ = ["CriticNet", "critic_from_policy_net", "unet_program", "truncate_program", "run_program",
-           "film_input", "count_blocks", "critic_cost_ratio"]
+           "film_input", "count_blocks", "count_flops", "critic_cost_ratio"]

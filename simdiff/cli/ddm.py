@@ -53,7 +53,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="samples per network call")
     p.add_argument("--out", required=True, metavar="FILE.npz")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default: 1; the networks are small and extra threads that wait on "
+                   "each other on a busy machine can make sampling many times slower)")
     p.set_defaults(func=_sample)
 
     p = sub.add_parser("compare", help="decentralized vs monolithic: report.md + metrics.json",
@@ -73,7 +75,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--no-monolithic", action="store_true", help="leave the monolithic baseline out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default: 1; the networks are small and extra threads that wait on "
+                   "each other on a busy machine can make sampling many times slower)")
     p.set_defaults(func=_compare)
 
 

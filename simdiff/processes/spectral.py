@@ -527,14 +527,16 @@ EpsFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def prior_sample(proc: SpectralProcess, shape: tuple[int, ...], n: int, generator: torch.Generator | None = None,
-                 known_modes: Tensor | None = None, known: Tensor | None = None) -> Tensor:
+                 known_modes: Tensor | None = None, known: Tensor | None = None,
+                 known_var: Tensor | None = None) -> Tensor:
     """A draw of ``X_n`` (modes, float64 ``shape = (B, C, L, L)``).
 
     Without ``known_modes`` this is the generation prior ``sqrt(S0) eps`` (exact at ``n = N`` when ``abar_N ~ 0``).
-    With ``known_modes`` (modes placed from a low-resolution input) and ``known`` (bool ``(L, L)``), the known modes
-    follow the forward marginal ``q(X_n | X_0)`` and the unknown ones ``sqrt(S0) eps``: the Gaussian model's
-    marginal for a mode we have no information on, so nothing above the input's resolution comes from anywhere
-    but the noise.
+    With ``known_modes`` (the estimate of ``X_0`` on the modes a low-resolution input determines) and ``known``
+    (bool ``(L, L)``): if ``X_0 ~ N(known_modes, known_var)`` on the known modes (``known_var`` ``(L, L)``, default
+    0: the input's modes are taken as exact), ``X_n ~ N(a known_modes, a^2 known_var + (1 - a^2) S0)`` there,
+    ``a = sqrt(abar_n)``; unknown modes get ``sqrt(S0) eps``, the Gaussian model's marginal for a mode we have no
+    information on, so nothing above the input's resolution comes from anywhere but the noise.
     """
     eps = torch.randn(shape, generator=generator, dtype=torch.float64)
     if known_modes is None:
@@ -545,7 +547,13 @@ def prior_sample(proc: SpectralProcess, shape: tuple[int, ...], n: int, generato
         raise ValueError(f"known_modes: expected shape {tuple(shape)}, received {tuple(known_modes.shape)}")
     nn = torch.full((shape[0],), n, dtype=torch.long)
     a, s = marginal_std(proc, nn)
-    forward = a * known_modes.double() + s * eps
+    var = s * s
+    if known_var is not None:
+        if tuple(known_var.shape) != (proc.L, proc.L) or bool((known_var < 0).any()):
+            raise ValueError(f"known_var: expected non-negative variances ({proc.L}, {proc.L}), received "
+                             f"{tuple(known_var.shape)}")
+        var = var + a * a * known_var.double()
+    forward = a * known_modes.double() + var.sqrt() * eps
     return torch.where(known, forward, proc.s0.sqrt() * eps)
 
 

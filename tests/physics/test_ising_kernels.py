@@ -66,6 +66,13 @@ def test_seeded_kernels_consume_numbas_generator_stream():
     assert n_cl == n_cl_ref
 
 
+def test_numba_stream_is_numpys_legacy_mersenne_twister():
+    """An independent reference for the generator itself: NumPy's RandomState gives the same 32-bit draws."""
+    for seed in (0, 12345, (1 << 32) - 1):
+        want = np.random.RandomState(seed).randint(0, 1 << 32, size=1000, dtype=np.int64)
+        np.testing.assert_array_equal(ising.random_stream(seed, 1000), want)
+
+
 def test_seeds_reproduce_and_differ():
     spins = _random_lattice(8, 3)
     a = ising.wolff_clusters(spins, ising.T_C, 20, 1)[0]

@@ -251,17 +251,18 @@ def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, 
                    rollout_seeds: list[int], source: str, round_: int, domain: int, stride: int,
                    batch_envs: int, out: str) -> dict:
     """Executor job: unlabeled conditions of one domain and round -> ``out`` (.npz); returns counts."""
-    from simdiff.pipelines.mol import conditions as C
-
     from simdiff.pipelines.evaluate import run_episodes
+    from simdiff.pipelines.mol import conditions as C
 
     make_env = env_factory(env_id, level, make_kwargs)
     policy = load_policy(policy_dir)
-    To = policy.horizons[0]
+    To, Tp, _ = policy.horizons
+    Da = policy.action_dim
     parts = []
     stats = {"episodes": len(rollout_seeds), "resets": len(reset_seeds), "rollout_success": float("nan")}
     if reset_seeds:
-        parts.append(C.from_episodes(C.reset_observations(make_env, reset_seeds), To, domain, "reset", round_))
+        parts.append(C.from_episodes(C.reset_observations(make_env, reset_seeds), To, Tp, Da, domain, "reset",
+                                     round_))
     if rollout_seeds:
         # The batched runner: the same rollouts as an evaluation on these seeds would make.
         recs = run_episodes(policy.batch_policy(), env_id, level, rollout_seeds, batch_size=batch_envs,
@@ -269,8 +270,11 @@ def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, 
         eps = C.Episodes(obs=[np.asarray(r["observations"][:-1], np.float32) for r in recs],
                          success=np.array([bool(r["success"]) for r in recs]),
                          seeds=np.array([int(r["seed"]) for r in recs], np.int64),
-                         lengths=np.array([int(r["length"]) for r in recs]))
-        parts.append(C.from_episodes(eps, To, domain, source, round_, stride))
+                         lengths=np.array([int(r["length"]) for r in recs]),
+                         # Only a specialist's own actions may serve as its labels (never the generalist's).
+                         actions=[np.asarray(r["actions"], np.float32) for r in recs]
+                         if source == "specialist" else None)
+        parts.append(C.from_episodes(eps, To, Tp, Da, domain, source, round_, stride))
         stats["rollout_success"] = float(eps.success.mean())
         stats["mean_length"] = float(eps.lengths.mean())
     cs = C.ConditionSet.concat(parts)

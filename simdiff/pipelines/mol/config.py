@@ -153,6 +153,10 @@ class PseudoSpec:
     # generalist's failures would drop exactly the states DAgger is for).
     filter_success: bool = True
     filter_dagger: bool = False
+    # "executed": states of the specialists' own rollouts keep the chunk the specialist executed there (a kept
+    # successful rollout becomes a pseudo-demo, as in the public MOL code); "resample": every condition gets a
+    # fresh chunk from the specialist. Resets and DAgger states are always sampled.
+    label: Literal["executed", "resample"] = "executed"
     batch_size: int = 1024
     seed: int = 2_000_000  # sampling noise of the specialists' labels
     # Share of each distillation batch drawn from the paired demos (the rest from pseudo-labels);

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simdiff.pipelines.mol.conditions import _FIELDS as COND_FIELDS
 from simdiff.pipelines.mol.conditions import SOURCES, ConditionSet, subsample
 from simdiff.utils.io import atomic_write_bytes
 
@@ -57,7 +58,7 @@ class PseudoLabels:
                             np.concatenate([p.actions for p in items]))
 
 
-_COND_FIELDS = ("obs", "domain", "source", "round", "episode_success", "seed", "t")
+_COND_FIELDS = COND_FIELDS
 
 
 def success_mask(cs: ConditionSet, filter_success: bool, filter_dagger: bool) -> np.ndarray:
@@ -87,15 +88,29 @@ def label(cs: ConditionSet, label_fn: LabelFn, batch_size: int, seed: int) -> np
 
 
 def make_pseudo_labels(cs: ConditionSet, label_fn: LabelFn, m: int, filter_success: bool,
-                       filter_dagger: bool, batch_size: int, seed: int) -> tuple[PseudoLabels, dict]:
-    """Filter, subsample to at most ``m``, label. Returns the labels and counts for the report."""
+                       filter_dagger: bool, batch_size: int, seed: int, mode: str = "resample",
+                       ) -> tuple[PseudoLabels, dict]:
+    """Filter, subsample to at most ``m``, label. Returns the labels and counts for the report.
+
+    ``mode="resample"``: every condition gets a fresh chunk sampled from the specialist. ``mode="executed"``:
+    conditions from the specialist's own rollouts keep the chunk it executed there (so a kept successful
+    rollout is a pseudo-demo, as in the public MOL code); the others (resets, DAgger states) are sampled.
+    """
+    if mode not in ("resample", "executed"):
+        raise ValueError(f"pseudo label mode: expected 'resample' or 'executed', received {mode!r}")
     keep = success_mask(cs, filter_success, filter_dagger)
     kept = cs.subset(np.flatnonzero(keep))
     chosen = subsample(kept, m, np.random.default_rng(seed))
     if len(chosen) == 0:
         raise ValueError("pseudo-labels: every condition was filtered out (no successful specialist rollout); "
                          "set pseudo.filter_success: false or train better specialists")
-    actions = label(chosen, label_fn, batch_size, seed)
+    use_exec = chosen.has_executed() if mode == "executed" else np.zeros(len(chosen), bool)
+    actions = np.empty(chosen.executed.shape, np.float32)
+    actions[use_exec] = chosen.executed[use_exec]
+    sampled = np.flatnonzero(~use_exec)
+    if sampled.size:
+        actions[sampled] = label(chosen.subset(sampled), label_fn, batch_size, seed)
     stats = {"pool": int(len(cs)), "after_filter": int(keep.sum()), "labeled": int(len(chosen)),
+             "executed_labels": int(use_exec.sum()), "sampled_labels": int(sampled.size),
              "by_source": {s: int((chosen.source == v).sum()) for s, v in SOURCES.items()}}
     return PseudoLabels(chosen, actions), stats

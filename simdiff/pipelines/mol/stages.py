@@ -78,6 +78,7 @@ class Stage:
     name: str
     fn: Callable[[RunContext], dict | None]
     description: str = ""
+    outputs: tuple[str, ...] = ()  # paths (relative to DIR) the stage owns; cleared by --redo
 
 
 def run_stages(ctx: RunContext, stages: Sequence[Stage]) -> list[str]:
@@ -100,17 +101,24 @@ def run_stages(ctx: RunContext, stages: Sequence[Stage]) -> list[str]:
     return ran
 
 
-def invalidate_from(root: str | Path, stages: Sequence[Stage], name: str) -> list[str]:
-    """Remove the markers of ``name`` and every later stage (``--redo NAME``); outputs are overwritten later."""
+def invalidate_from(root: str | Path, stages: Sequence[Stage], name: str, clear_outputs: bool = True) -> list[str]:
+    """Remove the markers of ``name`` and every later stage (``--redo NAME``), and with ``clear_outputs`` their
+    outputs too (otherwise the per-job results inside them would be reused)."""
     names = [s.name for s in stages]
     if name not in names:
         raise ValueError(f"--redo: unknown stage {name!r}; expected one of {', '.join(names)}")
     removed = []
-    for s in names[names.index(name):]:
-        p = marker_path(root, s)
+    for st in stages[names.index(name):]:
+        p = marker_path(root, st.name)
         if p.exists():
             p.unlink()
-            removed.append(s)
+            removed.append(st.name)
+        for rel in st.outputs if clear_outputs else ():
+            target = Path(root) / rel
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
     return removed
 
 
@@ -199,21 +207,29 @@ def round_names(cfg: MolConfig) -> list[int]:
 def build_stages(cfg: MolConfig) -> list[Stage]:
     """The ordered stages of a run of ``cfg`` (the DAgger rounds unrolled)."""
     st = [
-        Stage("demos", _stage_demos, f"{cfg.demos.per_domain} scripted demos per domain {list(cfg.env.domains)}"),
-        Stage("specialists", _stage_specialists, f"one '{cfg.specialist.size}' policy per domain, as jobs"),
+        Stage("demos", _stage_demos, f"{cfg.demos.per_domain} scripted demos per domain {list(cfg.env.domains)}",
+              ("demos", "jobs/demos.json")),
+        Stage("specialists", _stage_specialists, f"one '{cfg.specialist.size}' policy per domain, as jobs",
+              ("specialists", "jobs/specialists.json")),
     ]
     for r in round_names(cfg):
         src = "resets + specialist rollouts" if r == 0 else f"rollouts of generalist round {r - 1} (DAgger)"
+        gens = (f"generalists/distilled_r{r}", f"jobs/generalist_r{r}.json") + (
+            ("generalists/labeled_only",) if r == 0 else ())
         st += [
-            Stage(f"conditions_r{r}", _bind(_stage_conditions, r), f"unlabeled conditions from {src}"),
-            Stage(f"pseudo_r{r}", _bind(_stage_pseudo, r), "label conditions with their domain's specialist"),
+            Stage(f"conditions_r{r}", _bind(_stage_conditions, r), f"unlabeled conditions from {src}",
+                  (f"conditions/round_{r}", f"jobs/conditions_r{r}.json")),
+            Stage(f"pseudo_r{r}", _bind(_stage_pseudo, r), "label conditions with their domain's specialist",
+                  (f"pseudo/round_{r}",)),
             Stage(f"generalist_r{r}", _bind(_stage_generalist, r),
                   f"'{cfg.generalist.size}' generalist on paired + pseudo rounds 0..{r}"
-                  + (" (+ labeled-only baseline)" if r == 0 else "")),
+                  + (" (+ labeled-only baseline)" if r == 0 else ""), gens),
         ]
     st += [Stage("evaluate", _stage_evaluate, f"on-policy at {[str(x) for x in cfg.env.eval_levels]}, "
-                                              f"{cfg.evaluation.episodes} held-out seeds each"),
-           Stage("report", _stage_report, "metrics.json, report.md, plots")]
+                                              f"{cfg.evaluation.episodes} held-out seeds each",
+                 ("eval", "jobs/evaluate.json")),
+           Stage("report", _stage_report, "metrics.json, report.md, plots",
+                 ("metrics.json", "details.json", "report.md", "plots"))]
     return st
 
 
@@ -453,7 +469,7 @@ def _stage_pseudo(ctx: RunContext, r: int) -> dict:
             label_fn = adapters.label_fn(specialist_dir(ctx.root, d), threads=ctx.executor.threads_per_job)
             labels, stats = make_pseudo_labels(cs, label_fn, cfg.conditions.per_domain, p.filter_success,
                                                p.filter_dagger, p.batch_size,
-                                               seed=p.seed + cfg.seed * 7919 + 97 * r + d)
+                                               seed=p.seed + cfg.seed * 7919 + 97 * r + d, mode=p.label)
             labels.save(path)
             write_json(info, stats)
         out[f"domain_{d}"] = st = read_json(info)

@@ -162,7 +162,6 @@ def validate(model: SkildModel, reference: np.ndarray, out_dir: str | Path, base
         "reference_observables": summary(ref, temperature=T), "generation": {}, "superres": {},
     }
     samples: dict[str, np.ndarray] = {"reference": ref[:8]}
-    curves: dict[str, dict] = {}
 
     # 1. unconditional generation, compared with the whole reference set
     t0 = time.perf_counter()

@@ -83,7 +83,7 @@ def test_interrupted_stage_resumes_and_done_stages_are_skipped(tmp_path):
             raise RuntimeError("killed midway")
         return {}
 
-    stages = [Stage("a", ok("a")), Stage("b", flaky), Stage("c", ok("c"))]
+    stages = [Stage("a", ok("a")), Stage("b", flaky, outputs=("b.partial",)), Stage("c", ok("c"), outputs=("c.out",))]
     with pytest.raises(RuntimeError, match="killed midway"):
         run_stages(ctx, stages)
     assert done_stages(ctx.root) == ["a"] and calls == ["a", "b"]
@@ -96,7 +96,11 @@ def test_interrupted_stage_resumes_and_done_stages_are_skipped(tmp_path):
     assert read_marker(ctx.root, "a")["summary"] == {"n": 1}
     assert run_stages(ctx, stages) == []  # everything done: nothing runs
     assert invalidate_from(ctx.root, stages, "b") == ["b", "c"]
+    assert not (ctx.root / "c.out").exists() and not (ctx.root / "b.partial").exists()  # --redo clears outputs
+    assert (ctx.root / "a.out").exists()
     assert run_stages(ctx, stages) == ["b", "c"]
+    with pytest.raises(ValueError, match="unknown stage 'z'"):
+        invalidate_from(ctx.root, stages, "z")
 
 
 def test_run_dir_refuses_other_config_and_foreign_dirs(tmp_path):

@@ -28,8 +28,8 @@ def test_local_and_ray_executors_give_the_same_specialists(tmp_path):
     run_pipeline(cfg, tmp_path / "local", stop_after="specialists", quiet=True)
     # The same run directory, specialists redone on Ray (the demos are shared, so only training differs).
     shutil.copytree(tmp_path / "local", tmp_path / "ray")
-    invalidate_from(tmp_path / "ray", build_stages(cfg), "specialists")
-    shutil.rmtree(tmp_path / "ray" / "specialists")
+    invalidate_from(tmp_path / "ray", build_stages(cfg), "specialists")  # clears the specialists too
+    assert not (tmp_path / "ray" / "specialists").exists()
     ray_cfg = with_overrides(cfg, executor={"backend": "ray", "workers": 2})
     try:
         run_pipeline(ray_cfg, tmp_path / "ray", stop_after="specialists", quiet=True)

@@ -87,7 +87,7 @@ def test_interrupted_stage_resumes_and_failed_job_is_reported(tiny_run, tmp_path
     root = tmp_path / "run"
     shutil.copytree(src, root)
     stages = build_stages(tiny())
-    invalidate_from(root, stages, "evaluate")
+    invalidate_from(root, stages, "evaluate", clear_outputs=False)
     for cell in ("expert/shift.json", "generalist_distilled/level_1.json"):
         (root / "eval" / cell).unlink()
     before = {s: read_marker(root, s)["seconds"] for s in done_stages(root)}

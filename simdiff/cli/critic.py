@@ -1,0 +1,274 @@
+"""``simdiff critic``: DRM reward critic for diffusion policies (preferences, training, guided sampling, GRPO)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+COMMAND = "critic"
+HELP = "DRM reward critic: preference data, Bradley-Terry training, step-wise sampling, step-wise GRPO"
+
+_METHODS = ("policy", "base", "terminal", "stepwise")
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="critic config YAML (e.g. configs/critic/push.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set prefs.episodes=32 (repeatable)")
+
+
+def _policy_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", required=True, help="base diffusion policy (run directory or its policy/ checkpoint)")
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+
+    p = sub.add_parser("prefs", help="collect automatic preference pairs from restored simulator states")
+    _config_args(p)
+    _policy_arg(p)
+    p.add_argument("--out", required=True, help="output .npz (a .json summary is written next to it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_prefs)
+
+    t = sub.add_parser("train", help="train a critic on preference pairs (resumes an unfinished run in --out)")
+    _config_args(t)
+    _policy_arg(t)
+    t.add_argument("--prefs", required=True, help="preference file written by `simdiff critic prefs`")
+    t.add_argument("--out", required=True, help="run directory; the critic checkpoint goes to OUT/critic")
+    t.add_argument("--overwrite", action="store_true", help="delete an existing --out and start over")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="evaluate base / terminal best-of-k / step-wise sampling on-policy")
+    e.add_argument("critic", nargs="?", default=None,
+                   help="critic run directory or checkpoint (not needed for --method policy/base)")
+    _policy_arg(e)
+    e.add_argument("--method", choices=_METHODS, default="stepwise",
+                   help="policy: the policy's own sampler; base: stochastic DDIM without critic; terminal: best "
+                        "of k full chunks; stepwise: best of k at every denoising step (default)")
+    e.add_argument("--k", type=int, default=4, help="candidates (default 4)")
+    e.add_argument("--eta", type=float, default=1.0, help="DDIM eta of the stochastic steps (default 1.0)")
+    e.add_argument("--ddim-steps", type=int, default=None, help="denoising steps (default: the policy's)")
+    e.add_argument("--env", default=None, help="env id (default: the policy's)")
+    e.add_argument("--level", default="3", help="0..3 or 'shift' (default 3)")
+    e.add_argument("--episodes", type=int, default=100, help="episodes (default 100)")
+    e.add_argument("--seed", type=int, default=10_000, help="episode i uses seed SEED+i (default 10000)")
+    e.add_argument("--batch-size", type=int, default=100, help="envs stepped together (default 100)")
+    e.add_argument("--out", default=None, help="result JSON (default: print only)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    e.set_defaults(func=_eval)
+
+    g = sub.add_parser("grpo", help="fine-tune the policy with step-wise (critic) or terminal-reward GRPO")
+    _config_args(g)
+    _policy_arg(g)
+    g.add_argument("--mode", choices=("stepwise", "terminal"), required=True)
+    g.add_argument("--critic", default=None, help="critic run directory or checkpoint (required for stepwise)")
+    g.add_argument("--out", required=True, help="output directory: policy/ (fine-tuned), grpo.json")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    g.set_defaults(func=_grpo)
+
+    x = sub.add_parser("experiments", help="all stages with report.md, metrics.json and plots (resumable)",
+                       description="preferences -> critic -> held-out accuracy vs t -> base / terminal best-of-k / "
+                                   "step-wise sampling per level -> step-wise vs terminal GRPO. Stages whose output "
+                                   "exists in --out are reused, so an interrupted run resumes.")
+    _config_args(x)
+    _policy_arg(x)
+    x.add_argument("--out", required=True, help="run directory")
+    x.add_argument("--stages", default="prefs,train,sampling,grpo",
+                   help="comma list of stages to run (default: all: prefs,train,sampling,grpo)")
+    x.add_argument("--threads", type=int, default=1, help="torch threads (default 1; the CPU is often shared)")
+    x.add_argument("--overwrite", action="store_true", help="discard an earlier run in --out")
+    x.set_defaults(func=_experiments)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _load_cfg(args):
+    from policies.critic.config import load_critic_config
+    from simdiff.config import parse_overrides
+
+    path = Path(args.config)
+    if not path.exists():
+        raise FileNotFoundError(f"config {path}: no such file")
+    return load_critic_config(path, parse_overrides(args.overrides))
+
+
+def _policy(path: str):
+    from simdiff.pipelines.critic import load_policy
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"--policy {path}: no such directory")
+    return load_policy(path)
+
+
+def _parse_level(text: str):
+    if text == "shift":
+        return "shift"
+    if text in ("0", "1", "2", "3"):
+        return int(text)
+    raise ValueError(f"--level: expected 0, 1, 2, 3 or 'shift', received {text!r}")
+
+
+def _check_file_out(out: Path, overwrite: bool) -> None:
+    from simdiff.utils.io import ensure_new_path
+
+    ensure_new_path(out, overwrite)
+
+
+# ------------------------------------------------------------------------------------------------ handlers
+def _prefs(args) -> int:
+    cfg = _load_cfg(args)
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise ValueError(f"--out: expected a .npz path, received {out}")
+    _check_file_out(out, args.overwrite)
+    policy = _policy(args.policy)
+
+    from policies.critic.adapter import PolicyDenoiser
+    from policies.critic.preferences import collect_preferences
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = collect_preferences(PolicyDenoiser(policy), cfg.prefs)
+    data.save(out)
+    m = data.meta
+    print(f"{out}: {m['states']} states x {m['candidates_per_state']} candidates, {m['train_pairs']} train / "
+          f"{m['heldout_pairs']} held-out pairs, {m['ties_dropped']} ties dropped ({m['wall_time_s']:.0f} s)")
+    return 0
+
+
+def _train(args) -> int:
+    import shutil
+
+    cfg = _load_cfg(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite and not (out / "config.yaml").exists():
+        raise FileExistsError(f"--out {out} is not empty and is not a critic run; choose another path or pass "
+                              "--overwrite")
+    policy = _policy(args.policy)
+    from policies.critic.preferences import PreferenceData
+    from policies.critic.scorer import Critic
+    from policies.critic.train import plot_accuracy, train_critic
+    from simdiff.utils.run import record_run
+
+    data = PreferenceData.load(args.prefs)
+    if args.overwrite and out.exists():
+        shutil.rmtree(out)
+    record_run(out, cfg, seed=cfg.train.seed, command=["simdiff", *sys.argv[1:]],
+               extra={"policy": str(args.policy), "prefs": str(args.prefs)})
+    res = train_critic(Critic.from_policy(policy, cfg.model), data, cfg.train, cfg.prefs.tie_margin, out)
+    plot_accuracy({"critic": res.accuracy}, out / "accuracy_vs_t.png")
+    print(f"{out / 'critic'}: final loss {res.final_loss:.4f}, {res.wall_time:.0f} s")
+    for r in res.accuracy:
+        print(f"  t={r['t']:3d}  held-out accuracy {r['accuracy']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
+    return 0
+
+
+def _eval(args) -> int:
+    level = _parse_level(args.level)
+    if args.method in ("terminal", "stepwise") and args.critic is None:
+        raise ValueError(f"--method {args.method}: expected a critic directory argument, received none")
+    for name, v, lo in (("--k", args.k, 1), ("--episodes", args.episodes, 1), ("--batch-size", args.batch_size, 1)):
+        if v < lo:
+            raise ValueError(f"{name}: expected >= {lo}, received {v}")
+    if args.eta < 0:
+        raise ValueError(f"--eta: expected >= 0, received {args.eta}")
+    if args.out:
+        _check_file_out(Path(args.out), args.overwrite)
+    policy = _policy(args.policy)
+
+    from policies.critic.config import CriticConfig, ExperimentConfig, SamplingConfig
+    from policies.critic.scorer import Critic
+    from simdiff.pipelines.critic import critic_cost, env_of, evaluate_method
+    from simdiff.utils.io import write_json
+
+    critic = None
+    if args.critic is not None:
+        critic = Critic.load(args.critic)
+        critic.policy = policy
+    cfg = CriticConfig(sampling=SamplingConfig(k=args.k, eta=args.eta, inference_steps=args.ddim_steps),
+                       experiment=ExperimentConfig(levels=(level,), episodes=args.episodes, seed=args.seed,
+                                                   batch_size=args.batch_size))
+    res = evaluate_method(policy, critic, args.method, args.k, args.eta, level, cfg, args.env or env_of(policy),
+                          show_progress=True)
+    cost = critic_cost(policy, critic) if critic is not None else 0.0
+    res["equiv_denoiser_evals_per_chunk"] = res["denoiser_evals_per_chunk"] + cost * res["critic_evals_per_chunk"]
+    lo, hi = res["ci95"]
+    print(f"{args.method} (k={args.k}, eta={args.eta}) level {level}: success {res['success_rate']:.3f} "
+          f"[{lo:.3f}, {hi:.3f}] over {res['episodes']} episodes; {res['denoiser_evals_per_chunk']:.1f} denoiser + "
+          f"{res['critic_evals_per_chunk']:.1f} critic evaluations per chunk ({res['equiv_denoiser_evals_per_chunk']:.1f} "
+          f"denoiser-equivalent); {res['wall_time_s']:.1f} s")
+    if args.out:
+        write_json(args.out, res)
+    return 0
+
+
+def _grpo(args) -> int:
+    cfg = _load_cfg(args)
+    if args.mode == "stepwise" and args.critic is None:
+        raise ValueError("--mode stepwise: expected --critic DIR, received none")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise FileExistsError(f"--out {out} is not empty; pass --overwrite or choose another directory")
+    policy = _policy(args.policy)
+
+    from policies.critic.grpo import run_grpo
+    from policies.critic.scorer import Critic
+    from simdiff.pipelines.critic import env_of
+    from simdiff.pipelines.evaluate import evaluate
+    from simdiff.utils.io import write_json
+    from simdiff.utils.run import record_run
+
+    critic = None
+    if args.critic is not None:
+        critic = Critic.load(args.critic)
+        critic.policy = policy
+    env_id = env_of(policy)
+    g = cfg.grpo
+
+    def eval_fn(p) -> dict:
+        return evaluate(p, env_id, g.level, g.eval_episodes, g.eval_seed, batch_size=cfg.experiment.batch_size,
+                        show_progress=False)
+
+    def log(rec) -> None:
+        if rec["update"] % g.eval_every == 0:
+            print(f"update {rec['update']}: loss {rec['loss']:.4f} kl {rec['kl']:.4f} clip {rec['clip_frac']:.2f} "
+                  f"rollout success {rec['rollout_success']:.2f}", file=sys.stderr, flush=True)
+
+    record_run(out, cfg, seed=g.seed, command=["simdiff", *sys.argv[1:]],
+               extra={"policy": str(args.policy), "critic": args.critic, "mode": args.mode})
+    res = run_grpo(policy, g, args.mode, env_id=env_id, critic=critic, eval_fn=eval_fn,
+                   inference_steps=cfg.sampling.inference_steps, on_log=log)
+    res.policy.save(out / "policy", metrics={"grpo_mode": args.mode, "curve": res.curve})
+    write_json(out / "grpo.json", {"mode": args.mode, "curve": res.curve, "log": res.log,
+                                   "train_wall_time_s": res.wall_time_s, "denoiser_evals": res.counter.denoiser,
+                                   "critic_evals": res.counter.critic, "env_steps": res.env_steps})
+    for r in res.curve:
+        print(f"  update {r['update']:4d}: success {r['success_rate']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
+    print(f"{out}: fine-tuned policy in {out / 'policy'}, curve in {out / 'grpo.json'}")
+    return 0
+
+
+def _experiments(args) -> int:
+    cfg = _load_cfg(args)
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    from simdiff.pipelines.critic import STAGES, check_out, run_experiments
+
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ValueError(f"--stages: expected names from {','.join(STAGES)}, received {','.join(bad)}")
+    if args.threads < 1:
+        raise ValueError(f"--threads: expected >= 1, received {args.threads}")
+    out = Path(args.out)
+    if not args.overwrite:
+        check_out(out, False)  # refuse a foreign folder before anything runs; an earlier critic run resumes
+    if not Path(args.policy).exists():
+        raise FileNotFoundError(f"--policy {args.policy}: no such directory")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    m = run_experiments(args.policy, cfg, out, stages=stages, overwrite=args.overwrite,
+                        command=["simdiff", *sys.argv[1:]])
+    print(f"{out}: report.md, metrics.json ({', '.join(m.get('files', []))})")
+    return 0

@@ -1,0 +1,403 @@
+"""DRM reward-critic experiments: preferences -> critic -> critic-guided sampling and GRPO -> report.
+
+Stages (each writes into the run directory and is skipped when its output is already there, so an
+interrupted run resumes with ``simdiff critic experiments ... --out SAME_DIR``)::
+
+    prefs.npz / prefs.json       automatic preference data (policies.critic.preferences)
+    critic_train/                Bradley-Terry training run; critic_train/critic = the critic checkpoint
+    accuracy.json                held-out pairwise accuracy per diffusion step t
+    sampling.json                per level: base, base (stochastic sampler), terminal best-of-k,
+                                 terminal best-of-k' at matched compute, step-wise best-of-k
+    grpo.json                    step-wise GRPO vs terminal GRPO: success against policy-update steps
+    metrics.json, report.md      everything above in one place; plots *.png
+
+Every success rate comes from the batched evaluation runner (:func:`simdiff.pipelines.evaluate.evaluate`),
+on the same episode seeds for every method (common random numbers), with Wilson 95% intervals.
+Wall times are measured on whatever machine runs the experiment (shared CPUs make them noisy).
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from simdiff.utils.io import atomic_write_bytes, atomic_write_text, read_json, write_json
+
+STAGES = ("prefs", "train", "sampling", "grpo")
+OUTPUTS = ("prefs.npz", "prefs.json", "critic_train", "accuracy.json", "sampling.json", "grpo.json",
+           "metrics.json", "report.md", "accuracy_vs_t.png", "sampling.png", "grpo.png", "config.yaml", "run.json")
+
+
+# -------------------------------------------------------------------------------------------- helpers
+def load_policy(path: str | Path):
+    from policies.diffusion.policy import DiffusionPolicy
+
+    return DiffusionPolicy.load(path)
+
+
+def env_of(policy, default: str = "simdiff/Push-v0") -> str:
+    return (getattr(policy, "dataset", None) or {}).get("env_id") or default
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` that is not an earlier critic run; ``overwrite`` clears an earlier run."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        ours = (out / "run.json").is_file() and (out / "config.yaml").is_file()
+        if not ours:
+            raise FileExistsError(f"--out {out} is not empty and holds no earlier critic run; choose a new directory")
+        if overwrite:
+            import shutil
+
+            for name in OUTPUTS:
+                p = out / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+
+
+def _summary(res: dict) -> dict:
+    keep = ("success_rate", "ci95", "successes", "episodes", "mean_return", "mean_length", "wall_time_s")
+    return {k: res[k] for k in keep}
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def stage_prefs(policy, cfg, out: Path, show_progress: bool = True):
+    from policies.critic.adapter import PolicyDenoiser
+    from policies.critic.preferences import PreferenceData, collect_preferences
+
+    path = out / "prefs.npz"
+    if path.exists():
+        return PreferenceData.load(path)
+    torch.manual_seed(cfg.prefs.seed)
+    data = collect_preferences(PolicyDenoiser(policy), cfg.prefs, show_progress=show_progress)
+    data.save(path)
+    return data
+
+
+def stage_train(policy, cfg, data, out: Path, show_progress: bool = True):
+    from policies.critic.scorer import Critic
+    from policies.critic.train import train_critic
+
+    run = out / "critic_train"
+    if (run / "critic" / "meta.json").exists():
+        critic = Critic.load(run)
+        critic.policy = policy
+        return critic
+    critic = Critic.from_policy(policy, cfg.model)
+    train_critic(critic, data, cfg.train, cfg.prefs.tie_margin, run, show_progress=show_progress)
+    return critic
+
+
+def critic_cost(policy, critic) -> float:
+    from policies.critic.model import critic_cost_ratio
+
+    return critic_cost_ratio(policy.net, critic.net, policy.horizons[1])
+
+
+def evaluate_method(policy, critic, method: str, k: int, eta: float, level, cfg, env_id: str,
+                    show_progress: bool = False) -> dict:
+    """One (method, level) cell through the batched runner, with its network-evaluation counts."""
+    from policies.critic.adapter import EvalCounter, PolicyDenoiser
+    from policies.critic.stepwise import CriticGuidedBatchPolicy
+    from simdiff.pipelines.evaluate import evaluate
+
+    counter = EvalCounter()
+    den = PolicyDenoiser(policy, cfg.sampling.inference_steps, counter=counter)
+    if critic is not None:
+        critic.counter = counter
+    ex = cfg.experiment
+    if method == "policy":
+        # the diffusion policy's own adapter and sampler: the reference every other row is compared to
+        spec, steps = policy, policy.inference_steps
+    else:
+        spec, steps = CriticGuidedBatchPolicy(den, critic, method, k, eta), den.steps
+    res = evaluate(spec, env_id, level, ex.episodes, ex.seed, batch_size=ex.batch_size, show_progress=show_progress)
+    out = _summary(res)
+    if method == "policy":
+        chunks_est = sum(math.ceil(r["length"] / policy.horizons[2]) for r in res["records"])
+        counter.denoiser, counter.chunks = chunks_est * steps, chunks_est
+    out.update({"method": method, "k": k, "eta": eta, "level": level, **counter.as_dict()})
+    return out
+
+
+def sampling_methods(cfg, cost: float, steps: int) -> list[tuple[str, str, int, float]]:
+    """(label, method, k, eta) rows of the sampling comparison."""
+    from policies.critic.stepwise import matched_terminal_k
+
+    s = cfg.sampling
+    rows = [("base (policy sampler, DDIM eta=0)", "policy", 1, 0.0),
+            (f"base (stochastic DDIM eta={s.eta:g})", "base", 1, s.eta),
+            (f"terminal best-of-{s.k}", "terminal", s.k, s.eta)]
+    km = matched_terminal_k(steps, s.k, s.eta, cost)
+    if km != s.k:
+        rows.append((f"terminal best-of-{km} (compute >= step-wise)", "terminal", km, s.eta))
+    rows.append((f"step-wise best-of-{s.k}", "stepwise", s.k, s.eta))
+    return rows
+
+
+def stage_sampling(policy, critic, cfg, out: Path, env_id: str, show_progress: bool = True) -> dict:
+    path = out / "sampling.json"
+    if path.exists():
+        return read_json(path)
+    cost = critic_cost(policy, critic)
+    steps = cfg.sampling.inference_steps or policy.inference_steps
+    result: dict[str, Any] = {"critic_cost": cost, "inference_steps": steps, "k": cfg.sampling.k,
+                              "eta": cfg.sampling.eta, "levels": {}}
+    for level in cfg.experiment.levels:
+        cells = []
+        for label, method, k, eta in sampling_methods(cfg, cost, steps):
+            t0 = time.perf_counter()
+            cell = evaluate_method(policy, critic, method, k, eta, level, cfg, env_id)
+            cell["label"] = label
+            cell["equiv_denoiser_evals_per_chunk"] = cell["denoiser_evals_per_chunk"] + cost * cell["critic_evals_per_chunk"]
+            cells.append(cell)
+            if show_progress:
+                print(f"  level {level} {label}: success {cell['success_rate']:.3f} "
+                      f"({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+        result["levels"][str(level)] = cells
+    write_json(path, result)
+    return result
+
+
+def stage_grpo(policy, critic, cfg, out: Path, env_id: str, show_progress: bool = True) -> dict:
+    from policies.critic.grpo import run_grpo, updates_to_reach
+    from simdiff.pipelines.evaluate import evaluate
+
+    path = out / "grpo.json"
+    if path.exists():
+        return read_json(path)
+    g = cfg.grpo
+
+    def eval_fn(p) -> dict:
+        return evaluate(p, env_id, g.level, g.eval_episodes, g.eval_seed, batch_size=cfg.experiment.batch_size,
+                        show_progress=False)
+
+    runs = {}
+    for mode in ("terminal", "stepwise"):
+        def log(rec, mode=mode):
+            if show_progress and rec["update"] % g.eval_every == 0:
+                print(f"  grpo {mode} update {rec['update']}: loss {rec['loss']:.4f} kl {rec['kl']:.4f} "
+                      f"rollout success {rec['rollout_success']:.2f}", file=sys.stderr, flush=True)
+        res = run_grpo(policy, g, mode, env_id=env_id, critic=critic if mode == "stepwise" else None,
+                       eval_fn=eval_fn, inference_steps=cfg.sampling.inference_steps, on_log=log)
+        runs[mode] = {"curve": res.curve, "log": res.log, "train_wall_time_s": res.wall_time_s,
+                      "denoiser_evals": res.counter.denoiser, "critic_evals": res.counter.critic,
+                      "env_steps": res.env_steps}
+    target = runs["terminal"]["curve"][-1]["success_rate"]
+    reach = {m: updates_to_reach(r["curve"], target) for m, r in runs.items()}
+    total = runs["terminal"]["curve"][-1]["update"]
+    result = {"config": _grpo_cfg(cfg), "runs": runs, "target_success": target, "updates_to_target": reach,
+              "terminal_updates": total,
+              "stepwise_fraction": (reach["stepwise"] / total) if reach["stepwise"] is not None and total else None}
+    write_json(path, result)
+    return result
+
+
+def _grpo_cfg(cfg) -> dict:
+    from simdiff.config import to_dict
+
+    return to_dict(cfg.grpo)
+
+
+# ------------------------------------------------------------------------------------------------ driver
+def run_experiments(policy_dir: str | Path, cfg, out: str | Path, *, stages: tuple[str, ...] = STAGES,
+                    overwrite: bool = False, command: list[str] | None = None, show_progress: bool = True) -> dict:
+    """All stages in order (see the module docstring); returns the metrics written to ``metrics.json``."""
+    from simdiff.utils.run import record_run
+
+    out = Path(out)
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ValueError(f"stages: expected a subset of {STAGES}, received {bad}")
+    policy = load_policy(policy_dir)
+    env_id = env_of(policy)
+    check_out(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    record_run(out, cfg, seed=cfg.train.seed, command=command,
+               extra={"policy": str(policy_dir), "env_id": env_id, "threads": torch.get_num_threads()})
+    t0 = time.perf_counter()
+    data = stage_prefs(policy, cfg, out, show_progress)
+    needs_critic = any(s in stages for s in ("train", "sampling", "grpo"))
+    critic = stage_train(policy, cfg, data, out, show_progress) if needs_critic else None
+    metrics: dict[str, Any] = {"policy": str(policy_dir), "env_id": env_id, "prefs": data.meta,
+                               "base_policy_metrics": getattr(policy, "metrics", {})}
+    if critic is not None:
+        metrics["critic"] = {k: v for k, v in critic.metrics.items() if k != "heldout_accuracy"}
+        metrics["accuracy"] = critic.metrics.get("heldout_accuracy", [])
+        write_json(out / "accuracy.json", metrics["accuracy"])
+        metrics["critic_cost"] = critic_cost(policy, critic)
+    if "sampling" in stages:
+        metrics["sampling"] = stage_sampling(policy, critic, cfg, out, env_id, show_progress)
+    if "grpo" in stages and cfg.experiment.grpo:
+        metrics["grpo"] = stage_grpo(policy, critic, cfg, out, env_id, show_progress)
+    metrics["wall_time_s_this_call"] = time.perf_counter() - t0
+    files = write_plots(out, metrics)
+    metrics["files"] = [*files, "report.md", "metrics.json"]
+    write_json(out / "metrics.json", metrics)
+    atomic_write_text(out / "report.md", render_report(metrics, cfg, command))
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------------- plots
+def _save_fig(fig, path: Path) -> str:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path.name
+
+
+def write_plots(out: Path, m: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    if m.get("accuracy"):
+        from policies.critic.train import plot_accuracy
+
+        plot_accuracy({"critic": m["accuracy"]}, out / "accuracy_vs_t.png", "held-out pairwise accuracy")
+        files.append("accuracy_vs_t.png")
+    if m.get("sampling"):
+        levels = list(m["sampling"]["levels"])
+        fig, axes = plt.subplots(1, len(levels), figsize=(4.2 * len(levels), 3.4), dpi=110, squeeze=False)
+        for ax, lv in zip(axes[0], levels):
+            cells = m["sampling"]["levels"][lv]
+            ys = [c["success_rate"] for c in cells]
+            err = [[c["success_rate"] - c["ci95"][0] for c in cells], [c["ci95"][1] - c["success_rate"] for c in cells]]
+            ax.bar(range(len(cells)), ys, yerr=err, capsize=3, color="tab:blue")
+            ax.set_xticks(range(len(cells)))
+            ax.set_xticklabels([f"{c['method']}\nk={c['k']}\n{c['equiv_denoiser_evals_per_chunk']:.0f} ev"
+                                for c in cells], fontsize=7)
+            ax.set_title(f"level {lv}")
+            ax.set_ylabel("success rate")
+            ax.grid(alpha=0.3, axis="y")
+        files.append(_save_fig(fig, out / "sampling.png"))
+    if m.get("grpo"):
+        fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
+        for mode, run in m["grpo"]["runs"].items():
+            c = run["curve"]
+            xs = [r["update"] for r in c]
+            ax.plot(xs, [r["success_rate"] for r in c], marker="o", ms=3, label=f"{mode} GRPO")
+            ax.fill_between(xs, [r["ci95"][0] for r in c], [r["ci95"][1] for r in c], alpha=0.15)
+        ax.axhline(m["grpo"]["target_success"], color="gray", ls="--", lw=0.8, label="terminal final")
+        ax.set_xlabel("policy-update steps")
+        ax.set_ylabel(f"success (level {m['grpo']['config']['level']})")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        files.append(_save_fig(fig, out / "grpo.png"))
+    return files
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def _cell(c: dict) -> str:
+    return f"{_pct(c['success_rate'])} [{_pct(c['ci95'][0])}, {_pct(c['ci95'][1])}]"
+
+
+def render_report(m: dict, cfg, command: list[str] | None) -> str:
+    lines = ["# DRM reward critic: step-wise sampling and step-wise GRPO", ""]
+    cmd = " ".join(shlex.quote(c) for c in (command or sys.argv))
+    lines += [f"Command: `{cmd}`", "", f"Base policy: `{m['policy']}` on `{m['env_id']}`.", ""]
+    p = m["prefs"]
+    lines += ["## Preference data", "",
+              f"Rule: {p['rule']}.", "",
+              f"{p['states']} states x {p['candidates_per_state']} candidates (level {p['config']['level']}); "
+              f"{p['train_pairs']} training pairs, {p['heldout_pairs']} held-out pairs "
+              f"({p['heldout_states']} held-out states), {p['ties_dropped']} tied pairs dropped. "
+              f"Candidate success within the chunk: policy samples {_pct(p['candidate_success_rate']['policy'])}%, "
+              f"perturbed {_pct(p['candidate_success_rate']['perturbed'])}%. "
+              f"Collection took {p['wall_time_s']:.0f} s.", ""]
+    if m.get("accuracy"):
+        c = m["critic"]
+        lines += ["## Critic", "",
+                  f"Denoiser with the last {cfg.model.drop_blocks} residual blocks dropped, "
+                  f"{cfg.model.head_convs} conv layer(s) + {cfg.model.pool} pooling + MLP head; "
+                  f"{c.get('steps')} steps on {c.get('train_pairs')} pairs, timesteps {cfg.train.timesteps}; "
+                  f"final loss {c.get('final_loss', float('nan')):.4f}; training {c.get('train_wall_time_s', 0):.0f} s. "
+                  f"One critic call costs {m['critic_cost']:.2f} denoiser calls (FLOPs).", "",
+                  "| t | alpha_bar | held-out accuracy % [95% CI] |", "|---|---|---|"]
+        for r in m["accuracy"]:
+            lines.append(f"| {r['t']} | {r['alpha_bar']:.3f} | {_pct(r['accuracy'])} "
+                         f"[{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] |")
+        lines += ["", "![accuracy](accuracy_vs_t.png)", ""]
+    if m.get("sampling"):
+        s = m["sampling"]
+        ex = cfg.experiment
+        lines += ["## Critic-guided sampling", "",
+                  f"{ex.episodes} episodes per cell (seeds {ex.seed}..{ex.seed + ex.episodes - 1}, the same for "
+                  f"every method); {s['inference_steps']} DDIM steps; 'ev/chunk' = denoiser evaluations + "
+                  f"{s['critic_cost']:.2f} x critic evaluations per action chunk. Wall times are on a shared "
+                  "CPU and are only roughly comparable.", ""]
+        for lv, cells in s["levels"].items():
+            lines += [f"### Level {lv}", "",
+                      "| method | success % [95% CI] | mean return | denoiser/chunk | critic/chunk | ev/chunk | wall s |",
+                      "|---|---|---|---|---|---|---|"]
+            for c in cells:
+                lines.append(f"| {c['label']} | {_cell(c)} | {c['mean_return']:.2f} | {c['denoiser_evals_per_chunk']:.1f} "
+                             f"| {c['critic_evals_per_chunk']:.1f} | {c['equiv_denoiser_evals_per_chunk']:.1f} "
+                             f"| {c['wall_time_s']:.1f} |")
+            lines += ["", _sampling_verdict(cells), ""]
+        lines += ["![sampling](sampling.png)", ""]
+    if m.get("grpo"):
+        g = m["grpo"]
+        gc = g["config"]
+        lines += ["## Step-wise GRPO vs terminal-reward GRPO", "",
+                  f"Level {gc['level']}; {gc['iterations']} rounds of {gc['episodes_per_iter']} on-policy episodes, "
+                  f"{gc['updates_per_iter']} policy-update steps each (minibatch {gc['minibatch']} denoising steps), "
+                  f"k = {gc['k']}, lr {gc['lr']}, clip {gc['clip_eps']}, KL {gc['kl_coef']}, eta {gc['eta']}; "
+                  f"evaluated on {gc['eval_episodes']} episodes every {gc['eval_every']} updates (deterministic "
+                  "DDIM sampler of the fine-tuned policy).", "",
+                  "| method | start % | final % [95% CI] | best % | updates to terminal's final | train wall s | "
+                  "denoiser evals | critic evals | env steps |", "|---|---|---|---|---|---|---|---|---|"]
+        for mode, r in g["runs"].items():
+            c = r["curve"]
+            best = max(x["success_rate"] for x in c)
+            lines.append(f"| {mode} | {_pct(c[0]['success_rate'])} | {_cell(c[-1])} | {_pct(best)} | "
+                         f"{g['updates_to_target'][mode]} | {r['train_wall_time_s']:.0f} | {r['denoiser_evals']} | "
+                         f"{r['critic_evals']} | {r['env_steps']} |")
+        frac = g["stepwise_fraction"]
+        verdict = ("target met" if frac is not None and frac <= 0.5 else "target NOT met")
+        lines += ["", f"Terminal GRPO's final success: {_pct(g['target_success'])}% after {g['terminal_updates']} "
+                      f"updates; step-wise GRPO first reaches it after {g['updates_to_target']['stepwise']} updates "
+                      f"(fraction {'n/a' if frac is None else f'{frac:.2f}'}; goal <= 0.5: {verdict}).", "",
+                  "![grpo](grpo.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _sampling_verdict(cells: list[dict]) -> str:
+    by = {c["method"]: c for c in cells}
+    base = by.get("policy")
+    sw = by.get("stepwise")
+    terms = [c for c in cells if c["method"] == "terminal"]
+    if not (base and sw and terms):
+        return ""
+    gain = sw["success_rate"] - base["success_rate"]
+    matched = [c for c in terms if c["equiv_denoiser_evals_per_chunk"] >= sw["equiv_denoiser_evals_per_chunk"] - 1e-9]
+    t = max(matched or terms, key=lambda c: c["equiv_denoiser_evals_per_chunk"])
+    beat = sw["success_rate"] - t["success_rate"]
+    return (f"Step-wise vs base: {100 * gain:+.1f} points (goal >= +10: {'met' if gain >= 0.10 else 'NOT met'}); "
+            f"vs {t['label']} ({t['equiv_denoiser_evals_per_chunk']:.1f} ev/chunk, >= step-wise's "
+            f"{sw['equiv_denoiser_evals_per_chunk']:.1f}): {100 * beat:+.1f} points.")
+
+
+__all__ = ["run_experiments", "stage_prefs", "stage_train", "stage_sampling", "stage_grpo", "evaluate_method",
+           "render_report", "write_plots", "STAGES", "load_policy"]
