@@ -352,7 +352,7 @@ def chain_kernel(spins, algo, thresholds, p_threshold, wolff_clusters_per_step, 
 
     algo: 0 metropolis, 1 wolff, 2 swendsen-wang; a Wolff step is ``wolff_clusters_per_step`` clusters (a fixed
     count: stopping after a number of flipped spins instead would bias the recorded states towards the end of
-    large clusters). seed: reseeds numba's generator of the calling thread (the generator state is per thread,
+    large clusters); 0 selects that biased sweep-equivalent step, for burn-in only. seed: reseeds numba's generator of the calling thread (the generator state is per thread,
     so chains in different threads never share a stream). out_spins: (n_records, L, L) int8 when ``store``
     (else (0, L, L)); out_bonds, out_mag: (n_records,) int64 lattice totals; stats: (2,) int64, set to
     (clusters built, spins flipped) for the cluster algorithms. Runs without the GIL, so Python threads run
@@ -380,10 +380,21 @@ def chain_kernel(spins, algo, thresholds, p_threshold, wolff_clusters_per_step, 
     elif algo == 1:
         stack = np.empty(n, dtype=np.int64)
         for k in range(n_records):
-            for _ in range(steps * wolff_clusters_per_step):
-                _, size = _wolff_cluster(spins, p_threshold, stack, no_stream, 0)
-                stats[0] += 1
-                stats[1] += size
+            if wolff_clusters_per_step > 0:
+                for _ in range(steps * wolff_clusters_per_step):
+                    _, size = _wolff_cluster(spins, p_threshold, stack, no_stream, 0)
+                    stats[0] += 1
+                    stats[1] += size
+            else:
+                # Burn-in only: each step flips clusters until >= L^2 spins have flipped (bounded work from
+                # any start; the stopping rule biases the states it stops at, so nothing recorded here is used).
+                for _ in range(steps):
+                    flipped = 0
+                    while flipped < n:
+                        _, size = _wolff_cluster(spins, p_threshold, stack, no_stream, 0)
+                        flipped += size
+                        stats[0] += 1
+                        stats[1] += size
             bonds, mag = bond_sum_and_magnetization(spins)
             out_bonds[k] = bonds
             out_mag[k] = mag
@@ -614,7 +625,8 @@ def run_chains(spins: np.ndarray, temperature: float, algorithm: str, n_records:
     """Advance C chains in place, recording energy and magnetization (and spins if ``store``) R times.
 
     spins: (C, L, L) int8, updated in place; seeds: (C,) integers in [0, 2^32), one per chain; one record every
-    ``steps_per_record`` steps (see STEP_UNITS; a Wolff step is ``clusters_per_step`` clusters). Chains run on ``threads`` worker threads (default: every
+    ``steps_per_record`` steps (see STEP_UNITS; a Wolff step is ``clusters_per_step`` clusters, or with 0 the
+    biased, burn-in-only "clusters until >= L^2 spins flipped"). Chains run on ``threads`` worker threads (default: every
     available CPU); the kernel releases the GIL and each chain seeds its own thread's generator, so the result
     is the same for any thread count.
     """
@@ -630,7 +642,7 @@ def run_chains(spins: np.ndarray, temperature: float, algorithm: str, n_records:
     if seeds.shape != (n_chains,) or seeds.min() < 0 or seeds.max() >= _TWO32:
         raise ValueError(f"seeds: expected shape ({n_chains},) with values in [0, 2^32), received {seeds.shape}")
     threads = default_threads() if threads is None else _check_count(threads, "threads", 1)
-    clusters_per_step = _check_count(clusters_per_step, "clusters_per_step", 1)
+    clusters_per_step = _check_count(clusters_per_step, "clusters_per_step", 0)
     stats = np.zeros((n_chains, 2), dtype=np.int64)
     out_spins = np.empty((n_chains, n_records if store else 0, L, L), dtype=np.int8)
     out_bonds = np.empty((n_chains, n_records), dtype=np.int64)
@@ -746,18 +758,20 @@ class _Runner:
                           self.threads, self.clusters_per_step)
 
 
-def _calibrate_wolff(run: _Runner, rounds: int = 3, steps: int = 32) -> int:
+def _calibrate_wolff(run: _Runner, equilibrate: int = 64, measure: int = 32) -> int:
     """Set the Wolff step to about L^2 flipped spins: clusters_per_step = round(L^2 / mean cluster size).
 
-    Measured over ``rounds`` short runs (part of the burn-in, so the chain equilibrates meanwhile); a fixed
-    count afterwards keeps every later step an unbiased Markov step. Returns the steps run.
+    Runs ``equilibrate`` and then ``measure`` sweep-equivalents (clusters until >= L^2 spins flipped, so the
+    work is bounded from any start); the mean cluster size of the second run sets the step. These steps are
+    burn-in: the fixed count used afterwards keeps every later step an unbiased Markov step. Returns the steps.
     """
     n_sites = run.spins.shape[1] * run.spins.shape[2]
-    for _ in range(rounds):
-        rec = run(1, steps, False)
-        mean_size = rec.flipped.sum() / max(int(rec.clusters.sum()), 1)
-        run.clusters_per_step = max(1, int(round(n_sites / mean_size)))
-    return rounds * steps
+    run.clusters_per_step = 0
+    run(1, equilibrate, False)
+    rec = run(1, measure, False)
+    mean_size = rec.flipped.sum() / max(int(rec.clusters.sum()), 1)
+    run.clusters_per_step = max(1, int(round(n_sites / mean_size)))
+    return equilibrate + measure
 
 
 class _NoBar:
@@ -839,7 +853,6 @@ def sample_configurations(L: int, temperature: float, n_samples: int, algorithm:
         init = "up" if temperature < T_C else "random"
     if init not in ("up", "random"):
         raise ValueError(f"init: expected 'up' or 'random', received {init!r}")
-
     if clusters_per_step is not None:
         clusters_per_step = _check_count(clusters_per_step, "clusters_per_step", 1)
     if threads is not None:

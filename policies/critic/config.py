@@ -185,6 +185,7 @@ class ExperimentConfig:
     seed: int = 10_000            #: episode i of an evaluation resets with seed + i
     batch_size: int = 100         #: env slots stepped together by the runner
     grpo: bool = True             #: also run the GRPO comparison
+    max_episode_steps: int | None = None  #: None: the env's registered limit (evaluation and GRPO rollouts)
 
     def __post_init__(self) -> None:
         if not self.levels:
@@ -194,6 +195,11 @@ class ExperimentConfig:
         check_range("experiment.episodes", self.episodes, lo=1)
         check_range("experiment.seed", self.seed, lo=0)
         check_range("experiment.batch_size", self.batch_size, lo=1)
+        if self.max_episode_steps is not None:
+            check_range("experiment.max_episode_steps", self.max_episode_steps, lo=1)
+
+    def env_kwargs(self) -> dict:
+        return {} if self.max_episode_steps is None else {"max_episode_steps": self.max_episode_steps}
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,7 @@ class DataConfig:
 class PolicyTrainConfig:
     """Optimisation (passed to ``simdiff.training.train``) plus the policy's data loading."""
 
-    steps: int = 3000
+    steps: int = 4000
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-6

@@ -229,7 +229,7 @@ def _grpo(args) -> int:
 
     def eval_fn(p) -> dict:
         return evaluate(p, env_id, g.level, g.eval_episodes, g.eval_seed, batch_size=cfg.experiment.batch_size,
-                        show_progress=False)
+                        env_kwargs=cfg.experiment.env_kwargs(), show_progress=False)
 
     def log(rec) -> None:
         if rec["update"] % g.eval_every == 0:
@@ -239,7 +239,8 @@ def _grpo(args) -> int:
     record_run(out, cfg, seed=g.seed, command=["simdiff", *sys.argv[1:]],
                extra={"policy": str(args.policy), "critic": args.critic, "mode": args.mode})
     res = run_grpo(policy, g, args.mode, env_id=env_id, critic=critic, eval_fn=eval_fn,
-                   inference_steps=cfg.sampling.inference_steps, on_log=log)
+                   inference_steps=cfg.sampling.inference_steps,
+                   max_episode_steps=cfg.experiment.max_episode_steps, on_log=log)
     res.policy.save(out / "policy", metrics={"grpo_mode": args.mode, "curve": res.curve})
     write_json(out / "grpo.json", {"mode": args.mode, "curve": res.curve, "log": res.log,
                                    "train_wall_time_s": res.wall_time_s, "denoiser_evals": res.counter.denoiser,

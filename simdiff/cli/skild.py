@@ -45,6 +45,10 @@ def register(parser: argparse.ArgumentParser) -> None:
                        "first step whose resolved cutoff is at or below the input's resolution.")
     _add_model_source(p)
     p.add_argument("--input", required=True, metavar="LOWRES.npz", help="key 'spins' or 'samples'")
+    p.add_argument("--input-kind", choices=("raw", "majority", "average"), default="raw",
+                   help="how the input was made: raw (its modes are taken as the true large-scale modes) or a "
+                   "coarse-graining of factor L/R, majority block spins or block average (its modes are mapped to "
+                   "their estimate of the true modes, calibrated on training lattices)")
     p.add_argument("--out", required=True, metavar="FILE.npz")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_superres)
@@ -133,9 +137,10 @@ def _superres(args: argparse.Namespace) -> int:
     out = ensure_new_path(args.out, args.overwrite)
     model = _setup(args)
     x_low = check_lowres(model, load_lattices(args.input))
-    x, info = superres(model, x_low, seed=args.seed, steps=_steps(args), batch_size=args.batch_size)
+    x, info = superres(model, x_low, seed=args.seed, steps=_steps(args), batch_size=args.batch_size,
+                       input_kind=args.input_kind)
     save_npz(out, samples=x.numpy(), spins=to_spins(x[:, 0]), L=model.L, R=info["R"], n0=info["n0"],
-             seed=args.seed, model=str(model.path))
+             seed=args.seed, input_kind=args.input_kind, model=str(model.path))
     print(f"super-resolved {x.shape[0]} lattices {info['R']}x{info['R']} -> {model.L}x{model.L} "
           f"(reverse process from step n0 = {info['n0']} of {info['num_steps']}, {info['sampler_steps']} steps); "
           f"wrote {out}")

@@ -120,7 +120,8 @@ def evaluate_method(policy, critic, method: str, k: int, eta: float, level, cfg,
         spec, steps = policy, policy.inference_steps
     else:
         spec, steps = CriticGuidedBatchPolicy(den, critic, method, k, eta), den.steps
-    res = evaluate(spec, env_id, level, ex.episodes, ex.seed, batch_size=ex.batch_size, show_progress=show_progress)
+    res = evaluate(spec, env_id, level, ex.episodes, ex.seed, batch_size=ex.batch_size, env_kwargs=ex.env_kwargs(),
+                   show_progress=show_progress)
     out = _summary(res)
     if method == "policy":
         chunks_est = sum(math.ceil(r["length"] / policy.horizons[2]) for r in res["records"])
@@ -179,7 +180,7 @@ def stage_grpo(policy, critic, cfg, out: Path, env_id: str, show_progress: bool 
 
     def eval_fn(p) -> dict:
         return evaluate(p, env_id, g.level, g.eval_episodes, g.eval_seed, batch_size=cfg.experiment.batch_size,
-                        show_progress=False)
+                        env_kwargs=cfg.experiment.env_kwargs(), show_progress=False)
 
     runs = {}
     for mode in ("terminal", "stepwise"):
@@ -188,7 +189,8 @@ def stage_grpo(policy, critic, cfg, out: Path, env_id: str, show_progress: bool 
                 print(f"  grpo {mode} update {rec['update']}: loss {rec['loss']:.4f} kl {rec['kl']:.4f} "
                       f"rollout success {rec['rollout_success']:.2f}", file=sys.stderr, flush=True)
         res = run_grpo(policy, g, mode, env_id=env_id, critic=critic if mode == "stepwise" else None,
-                       eval_fn=eval_fn, inference_steps=cfg.sampling.inference_steps, on_log=log)
+                       eval_fn=eval_fn, inference_steps=cfg.sampling.inference_steps,
+                       max_episode_steps=cfg.experiment.max_episode_steps, on_log=log)
         runs[mode] = {"curve": res.curve, "log": res.log, "train_wall_time_s": res.wall_time_s,
                       "denoiser_evals": res.counter.denoiser, "critic_evals": res.counter.critic,
                       "env_steps": res.env_steps}

@@ -154,3 +154,9 @@ def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="algorithm: expected one of"):
         ising.canonical_algorithm("heatbath")
     assert ising.canonical_algorithm("SW") == "swendsen-wang"
+
+
+def test_kernels_release_the_gil():
+    """Chains run on Python threads; that is only parallel if the kernels release the GIL."""
+    for kernel in (ising.chain_kernel, ising.metropolis_kernel, ising.wolff_kernel, ising.swendsen_wang_kernel):
+        assert kernel.targetoptions.get("nogil") is True

@@ -66,6 +66,15 @@ def test_critical_point_known_limits():
     assert -1.9 < s.value < -1.55, s
 
 
+@pytest.mark.slow
+def test_four_point_function_matches_the_published_L128_values():
+    """SKILD's figure at L = 128, T_c: G4c(l) about -0.82, -0.59, -0.43, -0.32 for l = 1, 2, 4, 8."""
+    res = ising.sample_configurations(128, ising.T_C, 1000, "wolff", seed=0, progress=False)
+    g4 = ob.four_point_connected(res.spins, ls=[1, 2, 4, 8])
+    np.testing.assert_allclose(g4.value, [-0.82, -0.59, -0.43, -0.32], atol=0.02)
+    _assert_within(ob.energy(res.spins), exact.kaufman(128, ising.T_C).energy, 4.0, "energy")
+
+
 def test_result_contract_and_metadata():
     res = ising.sample_configurations(8, 2.5, 103, "swendsen-wang", seed=4, chains=4, progress=False)
     assert res.spins.shape == (103, 8, 8) and res.spins.dtype == np.int8

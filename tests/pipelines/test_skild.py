@@ -121,6 +121,23 @@ def test_sample_superres_and_start_steps(tiny_run):
     assert info["k_tau_n0"] <= info["k_max_input"]
 
 
+def test_input_calibration_from_training_lattices(tiny_run):
+    model = core.load_model(tiny_run["run"])
+    cal = model.meta["input_calibration"]
+    assert set(cal) == {"majority", "average"} and set(cal["majority"]) == {"2", "4", "8"}
+    # A block average keeps the mean exactly: the DC gain is 1 with no residual.
+    assert cal["average"]["2"]["k2"][0] == 0.0
+    assert cal["average"]["2"]["gain"][0] == pytest.approx(1.0) and cal["average"]["2"]["resid"][0] < 1e-9
+    # Majority block spins exaggerate the magnetisation: DC gain below 1.
+    assert 0.5 < cal["majority"]["2"]["gain"][0] < 1.0
+    gain, resid = core.input_calibration(model, 4, "majority")
+    known = sp.known_mode_mask(4, 8, "fft")
+    assert gain.shape == (8, 8) and bool((gain[~known] == 1).all()) and bool((resid >= 0).all())
+    assert core.input_calibration(model, 4, "raw") is None
+    with pytest.raises(ValueError, match="no calibration for R = 5"):
+        core.input_calibration(model, 5, "majority")
+
+
 def test_cli_end_to_end_and_validation_report(tiny_run, tmp_path, capsys):
     run, ref = tiny_run["run"], tiny_run["ref"]
     out = tmp_path / "s.npz"
@@ -136,6 +153,8 @@ def test_cli_end_to_end_and_validation_report(tiny_run, tmp_path, capsys):
     assert main(["skild", "superres", str(run), "--input", str(lowres), "--out", str(sr)]) == 0
     with np.load(sr) as z:
         assert z["samples"].shape == (4, 1, 8, 8) and int(z["R"]) == 4
+    assert main(["skild", "superres", str(run), "--input", str(lowres), "--out", str(sr), "--overwrite",
+                 "--input-kind", "majority"]) == 0
 
     rep = tmp_path / "report"
     code = main(["skild", "validate", str(run), "--reference", str(ref), "--out", str(rep),

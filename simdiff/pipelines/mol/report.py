@@ -233,7 +233,10 @@ def render_report(metrics: Mapping, details: Mapping, plots: Sequence[str] = ())
         lines += [f"| {k} | {_fmt_cell(v)} |" for k, v in per_spec.items()] + [""]
     data = d.get("data")
     if data:
-        lines += ["## Data", "", "| | paired demos | paired windows | unlabeled conditions | pseudo-labels kept |",
+        lines += ["## Data", "", "Paired steps are expert (observation, action) pairs; unlabeled conditions are "
+                  "observation windows without an expert action (all rounds); pseudo-labels are those labeled by "
+                  "the domain's specialist after the success filter.", "",
+                  "| | paired demos | paired steps | unlabeled conditions | pseudo-labels kept |",
                   "|---|:-:|:-:|:-:|:-:|"]
         for dom, row in data.items():
             lines.append(f"| {dom} | {row.get('paired_episodes', '-')} | {row.get('paired_windows', '-')} | "
@@ -241,8 +244,15 @@ def render_report(metrics: Mapping, details: Mapping, plots: Sequence[str] = ())
         lines.append("")
     timings = d.get("timings")
     if timings:
-        lines += ["## Stage timings", "", "| stage | seconds |", "|---|--:|"]
-        lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()] + [""]
+        lines += ["## Stage timings", "",
+                  "Wall seconds depend on what else shares the cores; CPU seconds (this process and its pool "
+                  "workers) do not.", "", "| stage | wall s | CPU s |", "|---|--:|--:|"]
+        for k, v in timings.items():
+            cpu = v.get("cpu_seconds")
+            lines.append(f"| {k} | {v['seconds']:.1f} | {'-' if cpu is None else f'{cpu:.1f}'} |")
+        tot = sum(v["seconds"] for v in timings.values())
+        cpu_tot = sum(v.get("cpu_seconds") or 0.0 for v in timings.values())
+        lines += [f"| total | {tot:.1f} | {cpu_tot:.1f} |", ""]
     for p in plots:
         lines += [f"![{Path(p).stem}]({p})", ""]
     cfgs = d.get("policies")

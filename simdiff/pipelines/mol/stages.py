@@ -90,15 +90,24 @@ def run_stages(ctx: RunContext, stages: Sequence[Stage]) -> list[str]:
             ctx.log(f"{tag}: done already, skipped")
             continue
         ctx.log(f"{tag}: {stage.description}" if stage.description else tag)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_seconds()
         summary = stage.fn(ctx) or {}
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
         # The marker goes last: a kill before this line leaves the stage to be redone.
-        write_marker(ctx.root, stage.name, {"seconds": round(seconds, 2), "summary": summary,
-                                            "fingerprint": ctx.cfg.fingerprint()})
-        ctx.log(f"{tag}: finished in {seconds:.1f} s")
+        write_marker(ctx.root, stage.name, {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+                                            "summary": summary, "fingerprint": ctx.cfg.fingerprint()})
+        ctx.log(f"{tag}: finished in {seconds:.1f} s (CPU {cpu:.1f} s incl. workers)")
         ran.append(stage.name)
     return ran
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process plus its finished children (pool workers): unlike wall time, it does not
+    grow when other programs share the cores. Ray workers are not children and are not counted."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def invalidate_from(root: str | Path, stages: Sequence[Stage], name: str, clear_outputs: bool = True) -> list[str]:
@@ -612,7 +621,7 @@ def _stage_report(ctx: RunContext) -> dict:
     for st in build_stages(cfg):
         m = read_marker(root, st.name)
         if m:
-            timings[st.name] = m["seconds"]
+            timings[st.name] = {"seconds": m["seconds"], "cpu_seconds": m.get("cpu_seconds")}
     details.update({
         "name": cfg.name, "note": cfg.note, "env_id": cfg.env.id, "domains": list(cfg.env.domains),
         "evaluation": {"episodes": cfg.evaluation.episodes,

@@ -218,6 +218,61 @@ def eps_error_table(model: SkildModel) -> float | Tensor:
     return torch.as_tensor(rms, dtype=torch.float64)
 
 
+INPUT_KINDS = ("raw", "majority", "average")
+
+
+def coarse_grain(spins: np.ndarray, factor: int, kind: str, seed: int = 0) -> np.ndarray:
+    """Block-spin majority or block average of ``(N, L, L)`` lattices (physics.coarse): ``(N, L/b, L/b)``."""
+    from physics.coarse import block_average, block_spin
+
+    if kind == "majority":
+        return block_spin(spins, factor, seed=seed)
+    if kind == "average":
+        return block_average(spins, factor)
+    raise ValueError(f"kind: expected 'majority' or 'average', received {kind!r}")
+
+
+def sr_factors(L: int) -> list[int]:
+    """Integer factors ``b >= 2`` dividing ``L`` with ``L / b >= L / 8``."""
+    return [b for b in range(2, L + 1) if L % b == 0 and L // b >= math.ceil(L / 8)]
+
+
+@torch.no_grad()
+def measure_input_calibration(data: Tensor, basis: str, n_samples: int = 2000, seed: int = 0) -> dict:
+    """How the modes placed from a coarse-grained input relate to the true modes, on training lattices.
+
+    For each operator (majority block spins, block average) and factor ``b``: per shell of equal ``|k|^2`` among
+    the known modes, the regression gain ``E[X_true X_placed] / E[X_placed^2]`` and the residual variance
+    ``E[(X_true - gain X_placed)^2]``. Super-resolution uses them as the Gaussian (LMMSE) estimate of the known
+    modes and its uncertainty. (Majority block spins at T_c carry about ``b^(1/8)`` too much amplitude at large
+    scales, block averages too little near their cutoff; using the placed modes raw biases |m| and G(r).)
+    """
+    L = int(data.shape[-1])
+    gen = torch.Generator().manual_seed(seed)
+    x = data[torch.randint(0, data.shape[0], (min(n_samples, data.shape[0]),), generator=gen)]
+    spins = to_spins(x)
+    truth = sp.to_modes(torch.as_tensor(spins, dtype=torch.float64), basis)
+    k2 = sp.wavenumber_sq(L, basis)
+    out: dict = {}
+    for kind in ("majority", "average"):
+        out[kind] = {}
+        for b in sr_factors(L):
+            low = torch.as_tensor(coarse_grain(spins, b, kind, seed=seed), dtype=torch.float64)
+            placed, known = sp.place_modes(low, L, basis)
+            shells = torch.round(k2[known] * 1e6).long()
+            keys, inv = torch.unique(shells, return_inverse=True)
+            t, p = truth[:, known], placed[:, known]
+            num = torch.zeros(len(keys), dtype=torch.float64).index_add_(0, inv, (t * p).mean(0))
+            den = torch.zeros(len(keys), dtype=torch.float64).index_add_(0, inv, (p * p).mean(0))
+            gain = num / den.clamp(min=1e-12)
+            resid_mode = ((t - gain[inv] * p) ** 2).mean(0)
+            cnt = torch.zeros(len(keys), dtype=torch.float64).index_add_(0, inv, torch.ones_like(resid_mode))
+            resid = torch.zeros(len(keys), dtype=torch.float64).index_add_(0, inv, resid_mode) / cnt
+            out[kind][str(b)] = {"k2": (keys.double() / 1e6).tolist(), "gain": gain.tolist(),
+                                 "resid": resid.tolist()}
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------------------
@@ -296,7 +351,8 @@ def train_run(cfg: SkildConfig, run_dir: str | os.PathLike, command: list[str] |
     if res.completed:
         eps_err = (measure_eps_error(res.ema_model, build_process(cfg, cfg.data.L, spectrum), data)
                    if cfg.process.kind == "spectral" else None)
-        meta = {"kind": MODEL_KIND, "eps_error": eps_err, "config": to_dict(cfg), "L": cfg.data.L, "spectrum": list(spectrum),
+        meta = {"kind": MODEL_KIND, "eps_error": eps_err,
+                "input_calibration": measure_input_calibration(data, basis, seed=cfg.train.seed), "config": to_dict(cfg), "L": cfg.data.L, "spectrum": list(spectrum),
                 "command": command, "train": {k: summary[k] for k in ("steps", "wall_time_s", "final_loss",
                                                                        "threads")},
                 "data": {"path": str(data_path), "num_samples": int(data.shape[0])},
@@ -462,13 +518,40 @@ def superres_start(model: SkildModel, R: int) -> int:
     return sp.start_step(proc.lambdas, sp.max_resolved_wavenumber(R, proc.basis), proc.tau)
 
 
+def input_calibration(model: SkildModel, R: int, kind: str) -> tuple[Tensor, Tensor] | None:
+    """``(gain, residual variance)`` ``(L, L)`` for inputs of side ``R`` made by ``kind``; ``None`` for raw."""
+    if kind not in INPUT_KINDS:
+        raise UserError(f"input kind: expected one of {', '.join(INPUT_KINDS)}, received {kind!r}")
+    if kind == "raw":
+        return None
+    L, basis = model.L, model.cfg.process.basis
+    table = (model.meta.get("input_calibration") or {}).get(kind, {})
+    if L % R or str(L // R) not in table:
+        have = ", ".join(f"R={L // int(b)}" for b in table) or "none"
+        raise UserError(f"input kind '{kind}': no calibration for R = {R} (this model has {have}); use "
+                        "--input-kind raw for other resolutions")
+    cal = table[str(L // R)]
+    k2 = sp.wavenumber_sq(L, basis)
+    keys = torch.as_tensor(cal["k2"], dtype=torch.float64)
+    idx = torch.searchsorted(keys, k2.clamp(max=float(keys[-1]))).clamp(max=len(keys) - 1)
+    known = sp.known_mode_mask(R, L, basis)
+    if not bool(torch.allclose(keys[idx][known], k2[known])):
+        raise CheckpointError(f"{model.path}: input calibration for {kind} R = {R} does not match the mode grid")
+    gain = torch.where(known, torch.as_tensor(cal["gain"], dtype=torch.float64)[idx], torch.ones_like(k2))
+    resid = torch.where(known, torch.as_tensor(cal["resid"], dtype=torch.float64)[idx], torch.zeros_like(k2))
+    return gain, resid
+
+
 def superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0, steps: int | None = -1,
-             batch_size: int | None = None) -> tuple[Tensor, dict]:
+             batch_size: int | None = None, input_kind: str = "raw") -> tuple[Tensor, dict]:
     """Honest SKILD super-resolution of real low-resolution inputs ``(N, R, R)`` -> ``(N, 1, L, L)`` float32.
 
-    1. place the input's modes into the ``L x L`` mode grid (nothing above its resolution is known);
+    1. place the input's modes into the ``L x L`` mode grid (nothing above its resolution is known); for inputs
+       made by a known operator (``input_kind`` ``majority`` / ``average``) the placed modes are mapped to their
+       LMMSE estimate of the true modes with a residual variance (:func:`measure_input_calibration`, from
+       training lattices only); ``raw`` takes them as exact;
     2. ``n0`` = first step with ``k_tau(n0) <=`` the input's highest resolved wavenumber;
-    3. draw ``X_{n0}``: known modes from the forward marginal around the placed input, the others from the noise
+    3. draw ``X_{n0}``: known modes from the forward marginal around that estimate, the others from the noise
        prior ``sqrt(S0) eps``; 4. run the reverse process from ``n0``.
     """
     from simdiff.utils.progress import progress
@@ -481,16 +564,21 @@ def superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0, steps
     steps = model.cfg.sample.steps if steps == -1 else steps
     bs = batch_size or model.cfg.sample.batch_size
     proc = model.process()
+    cal = input_calibration(model, R, input_kind)
     n0 = superres_start(model, R)
     k = _steps_for(model, n0, steps)
     gen = torch.Generator().manual_seed(int(seed))
     out = []
     for lo, hi in progress(list(_batches(x.shape[0], bs)), desc=f"superres {R}->{model.L}"):
         modes, known = sp.place_modes(x[lo:hi, None].double(), model.L, proc.basis)
-        x_start = sp.prior_sample(proc, tuple(modes.shape), n0, generator=gen, known_modes=modes, known=known)
+        if cal is not None:
+            modes = cal[0] * modes
+        x_start = sp.prior_sample(proc, tuple(modes.shape), n0, generator=gen, known_modes=modes, known=known,
+                                  known_var=None if cal is None else cal[1])
         out.append(sp.sample(proc, _spectral_eps_fn(model), x_start, n0, num_steps=k, generator=gen,
                              clip_x0=model.cfg.sample.clip_x0, eps_error=eps_error_table(model)))
     info = {"R": R, "L": model.L, "n0": n0, "num_steps": model.num_steps, "sampler_steps": k,
+            "input_kind": input_kind,
             "k_max_input": sp.max_resolved_wavenumber(R, proc.basis),
             "k_tau_n0": float(sp.k_tau(proc.lambdas[n0], proc.tau))}
     return torch.cat(out).float(), info
@@ -555,7 +643,8 @@ def sdedit_superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0
 __all__ = [
     "MODEL_DIR", "MODEL_KIND", "PRETRAINED_ROOT", "load_lattices", "save_npz", "to_spins",
     "generate_training_data", "augment", "make_batch_fn", "build_net", "fit_spectrum", "build_process",
-    "build_gaussian", "spectral_loss_fn", "gaussian_loss_fn", "measure_eps_error", "eps_error_table", "train_run", "SkildModel", "available_pretrained",
+    "build_gaussian", "spectral_loss_fn", "gaussian_loss_fn", "measure_eps_error", "eps_error_table",
+    "INPUT_KINDS", "coarse_grain", "sr_factors", "measure_input_calibration", "input_calibration", "train_run", "SkildModel", "available_pretrained",
     "resolve_model_dir", "load_model", "generate", "check_lowres", "superres_start", "superres",
     "nearest_upsample", "sdedit_start", "sdedit_superres",
 ]

@@ -27,6 +27,7 @@ import numpy as np
 
 from simdiff.pipelines.skild.core import (
     SkildModel,
+    coarse_grain,
     generate,
     nearest_upsample,
     sdedit_superres,
@@ -84,9 +85,7 @@ def _failed(obs: dict) -> list[str]:
 
 
 def downsample(spins: np.ndarray, factor: int, method: str, seed: int) -> np.ndarray:
-    from physics.coarse import block_average, block_spin
-
-    return block_spin(spins, factor, seed=seed) if method == "majority" else block_average(spins, factor)
+    return coarse_grain(spins, factor, method, seed=seed)
 
 
 def consistency(out_spins: np.ndarray, inputs: np.ndarray, factor: int, method: str, seed: int) -> dict:
@@ -182,7 +181,8 @@ def validate(model: SkildModel, reference: np.ndarray, out_dir: str | Path, base
         key = f"{b}x"
         entries: dict[str, Any] = {"R": int(low.shape[-1]), "factor": b, "n_inputs": int(low.shape[0])}
         t0 = time.perf_counter()
-        xs, info = superres(model, low.astype(np.float32), seed=seed, steps=steps, batch_size=batch_size)
+        xs, info = superres(model, low.astype(np.float32), seed=seed, steps=steps, batch_size=batch_size,
+                            input_kind=method)
         xs = xs[:, 0].numpy()
         entries["skild"] = _entry(xs, ref_a, T, {**info, "wall_s": time.perf_counter() - t0,
                                                  **_fidelity(xs, low, truth, b, method, seed)})

@@ -36,3 +36,9 @@ def make_tiny_policy(seed: int = 0, num_tasks: int = 0):
 @pytest.fixture
 def tiny_policy():
     return make_tiny_policy()
+
+
+@pytest.fixture
+def make_policy():
+    """Factory of tiny policies: ``make_policy(seed=0, num_tasks=0)``."""
+    return make_tiny_policy
