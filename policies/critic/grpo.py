@@ -263,6 +263,7 @@ class GrpoResult:
     curve: list[dict]                 # one record per evaluation: update, success_rate, ci95, ...
     log: list[dict] = field(default_factory=list)  # one record per update step
     wall_time_s: float = 0.0          # training time (collection + updates), evaluation excluded
+    #: every denoiser forward row of training: rollouts, candidate chains, loss and reference passes
     counter: EvalCounter = field(default_factory=EvalCounter)
     env_steps: int = 0
 

@@ -101,6 +101,7 @@ def critic_score_fn(critic: Any, critic_cond: Tensor) -> ScoreFn:
     return score
 
 
+@torch.no_grad()
 def guided_chunks(method: Method, den: PolicyDenoiser, critic: Any, obs_history: np.ndarray | Tensor, k: int,
                   eta: float, generators: Generators = None, task: Tensor | None = None) -> Tensor:
     """Normalized chunks ``(B, Tp, Da)`` for observation histories ``(B, To, Do)`` by ``method``."""

@@ -285,7 +285,7 @@ def test_prior_with_uncertain_known_modes():
 def test_regularised_x0_estimate_is_the_lmmse_for_noisy_eps():
     # Gaussian data X0 ~ N(0, S0) and an eps prediction with error std 0.1: the regularised estimate beats the
     # exact inversion on buried modes and coincides with it on resolved ones.
-    L, n_samples, n = 8, 4000, 45
+    L, n_samples, n = 8, 4000, 25
     proc = _proc(L, "fft")
     g = torch.Generator().manual_seed(11)
     x0 = torch.randn(n_samples, 1, L, L, dtype=torch.float64, generator=g) * proc.s0.sqrt()

@@ -26,6 +26,7 @@ retrained; an interrupted one resumes from its checkpoint.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import os
 import sys
@@ -87,8 +88,16 @@ def load_run_config(run_dir: str | os.PathLike) -> DDMConfig:
 
 
 # ------------------------------------------------------------------------------------------ preparation
+def init_run(cfg: DDMConfig, run_dir: str | os.PathLike, command: list[str] | None = None) -> Path:
+    """Create ``run_dir`` and record the run (config.yaml, run.json), or check that an existing run directory was
+    made with the same config (a different one is an error: use a new directory)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _record(cfg, run_dir, command)
+    return run_dir
+
+
 def _record(cfg: DDMConfig, run_dir: Path, command: list[str] | None) -> None:
-    """Record a new run, or check that an existing one was made with the same config."""
     from simdiff.checkpoint import config_diff
     from simdiff.utils.run import record_run
 
@@ -175,6 +184,9 @@ def prepare(cfg: DDMConfig, run_dir: str | os.PathLike) -> dict:
             "split": cfg.compute.split, "partition": part.meta(),
             "data_source": [str(s) for s in (source if isinstance(source, list) else [source])],
             "members": members}
+    old = run_dir / PLAN_JSON
+    prev = read_json(old) if old.exists() else {}
+    plan["flops_per_step"] = prev.get("flops_per_step") or _count_flops(cfg, run_dir, plan, shared)
     write_json(run_dir / PLAN_JSON, plan)
     return plan
 
@@ -227,45 +239,46 @@ def _check_training_checkpoint(out_dir: Path) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------ compute
-_FLOP_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)
-
-
-def _layer_flops(module: torch.nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
-    """Forward FLOPs (2 per multiply-add) of a linear or convolution layer for one call."""
-    if isinstance(module, torch.nn.Linear):
-        return 2 * out.numel() * module.in_features
-    if isinstance(module, (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)):
-        # every input element is scattered through the kernel into C_out / groups output channels
-        k = int(np.prod(module.kernel_size))
-        return 2 * inp.numel() * k * module.out_channels // module.groups
-    k = int(np.prod(module.kernel_size))
-    return 2 * out.numel() * k * module.in_channels // module.groups
+def _op_flops(func, args, out) -> int:
+    """FLOPs (2 per multiply-add) of one matrix product or convolution dispatched by aten; 0 for other ops."""
+    aten = torch.ops.aten
+    if func in (aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default):
+        a = args[1] if func in (aten.addmm.default, aten.baddbmm.default) else args[0]
+        return 2 * out.numel() * a.shape[-1]
+    if func is aten.convolution.default:
+        x, w, transposed = args[0], args[1], args[6]
+        k = int(np.prod(w.shape[2:]))
+        # transposed: every input element is scattered through the kernel into w.shape[1] output channels
+        return 2 * (x.numel() * w.shape[1] if transposed else out.numel() * w.shape[1]) * k
+    return 0
 
 
 def step_flops(net: torch.nn.Module, loss_fn, batch_fn) -> int:
-    """FLOPs of one training step: 3x the forward FLOPs of the network's linear and convolution layers
-    (the usual forward + backward estimate; norms, activations and the loss's transforms are not counted).
+    """FLOPs of one training step: 3x the forward FLOPs of every matrix product and convolution in the loss
+    (the usual forward + backward estimate; norms, activations and elementwise ops are not counted).
 
-    Counted with forward hooks on a copy of the network, on one batch, without gradients.
+    Counted at the aten dispatch level (functional calls included) on a copy of the network, one batch.
     """
-    model = copy.deepcopy(net).train()
-    total = [0]
+    from torch.utils._python_dispatch import TorchDispatchMode
 
-    def hook(module, inputs, output):
-        total[0] += _layer_flops(module, inputs[0], output)
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _FLOP_LAYERS)]
-    try:
-        gen = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            loss_fn(model, batch_fn(0, gen), gen)
-    finally:
-        for h in handles:
-            h.remove()
-    return 3 * int(total[0])
+    class _Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            _Count.total += _op_flops(func, args, out)
+            return out
+
+    model = copy.deepcopy(net).train()
+    gen = torch.Generator().manual_seed(0)
+    batch = batch_fn(0, gen)
+    with torch.no_grad(), _Count():
+        loss_fn(model, batch, gen)
+    return 3 * int(_Count.total)
 
 
 # -------------------------------------------------------------------------------------------------- jobs
-def _load_shared_plan(run_dir: Path, member: str) -> tuple[DDMConfig, dict, dict]:
+def _load_shared_plan(run_dir: Path, member: str) -> tuple[DDMConfig, dict, dict, dict]:
     from simdiff.utils.io import read_json
 
     cfg = load_run_config(run_dir)
@@ -278,7 +291,7 @@ def _load_shared_plan(run_dir: Path, member: str) -> tuple[DDMConfig, dict, dict
         raise DatasetError(f"{run_dir / spec['shard']}: the shard changed since the partition was made "
                            f"(SHA-256 {got[:12]}..., plan says {spec['shard_sha256'][:12]}...); use a new run "
                            "directory")
-    return cfg, spec, read_json(run_dir / SHARED_JSON)
+    return cfg, spec, read_json(run_dir / SHARED_JSON), plan
 
 
 def member_job(run_dir: str, member: str, stop_after: int | None = None) -> dict:
@@ -287,16 +300,27 @@ def member_job(run_dir: str, member: str, stop_after: int | None = None) -> dict
     Module level, so the executors can send it to pool workers and Ray tasks by reference.
     """
     run_dir = Path(run_dir)
-    cfg, spec, shared = _load_shared_plan(run_dir, member)
-    if member == ROUTER:
-        return _router_job(cfg, run_dir, spec, shared, stop_after)
-    return _expert_job(cfg, run_dir, member, spec, shared, stop_after)
+    cfg, spec, shared, plan = _load_shared_plan(run_dir, member)
+    setup = _router_setup(cfg, run_dir, spec, shared) if member == ROUTER else \
+        _expert_setup(cfg, run_dir, spec, shared)
+    flops = plan["flops_per_step"]["router" if member == ROUTER else "expert"]
+    return _run_member(member, member_dir(run_dir, member), spec, setup, flops, stop_after)
 
 
-def _expert_setup(cfg: DDMConfig, run_dir: Path, spec: dict, shared: dict):
-    """``(train_cfg, net, loss_fn, batch_fn, export(out_dir, ema, info), matches(meta), export_dir_name)``."""
-    from simdiff.training import TrainConfig
+@dataclasses.dataclass
+class _Setup:
+    """What one member job trains: the loop's inputs, how to export, how to recognise a valid export."""
 
+    train_cfg: Any
+    net: torch.nn.Module
+    loss_fn: Any
+    batch_fn: Any
+    export: Any          # export(out_dir, ema, info) -> Path
+    matches: Any         # matches(meta) -> bool
+    export_name: str     # directory of the export inside the member's run directory
+
+
+def _expert_setup(cfg: DDMConfig, run_dir: Path, spec: dict, shared: dict) -> _Setup:
     dom = _domain(cfg)
     shard = dom.read_shard(run_dir / spec["shard"])
     torch.manual_seed(spec["seed"])  # initial weights: a function of the member's seed only
@@ -305,70 +329,24 @@ def _expert_setup(cfg: DDMConfig, run_dir: Path, spec: dict, shared: dict):
 
         mcfg = dom.member_config(cfg, spec["steps"], spec["seed"], shared["spectrum"], spec["shard"])
         net, loss_fn, batch_fn = dom.build_member(mcfg, shared["spectrum"], shard)
-
-        def export(out_dir, ema, info):
-            return dom.export_member(out_dir, mcfg, shared["spectrum"], ema, info)
-        return (mcfg.train, net, loss_fn, batch_fn, export, lambda meta: dom.model_matches(meta, mcfg),
-                MODEL_DIR, to_dict(mcfg))
+        return _Setup(mcfg.train, net, loss_fn, batch_fn,
+                      lambda out_dir, ema, info: dom.export_member(out_dir, mcfg, shared["spectrum"], ema, info),
+                      lambda meta: dom.model_matches(meta, mcfg), MODEL_DIR)
     from policies.diffusion.policy import POLICY_DIR
     from policies.diffusion.train import trainer_config
 
     pcfg = dom.member_config(cfg, spec["steps"], spec["seed"])
     policy, net, loss_fn, batch_fn = dom.build_member(pcfg, shared, shard)
-
-    def export_p(out_dir, ema, info):
-        return dom.export_member(out_dir, policy, ema, info)
-    tcfg: TrainConfig = trainer_config(pcfg)
-    return (tcfg, net, loss_fn, batch_fn, export_p, lambda meta: dom.model_matches(meta, pcfg, shared),
-            POLICY_DIR, to_dict(pcfg))
+    return _Setup(trainer_config(pcfg), net, loss_fn, batch_fn,
+                  lambda out_dir, ema, info: dom.export_member(out_dir, policy, ema, info),
+                  lambda meta: dom.model_matches(meta, pcfg, shared), POLICY_DIR)
 
 
-def _expert_job(cfg: DDMConfig, run_dir: Path, member: str, spec: dict, shared: dict,
-                stop_after: int | None) -> dict:
-    from simdiff.training import train
-
-    out_dir = member_dir(run_dir, member)
-    tcfg, net, loss_fn, batch_fn, export, matches, export_name, _ = _expert_setup(cfg, run_dir, spec, shared)
-    return _run_member(member, out_dir, spec, tcfg, net, loss_fn, batch_fn, export, matches, export_name,
-                       stop_after, train)
-
-
-def _run_member(member, out_dir, spec, tcfg, net, loss_fn, batch_fn, export, matches, export_name, stop_after,
-                train) -> dict:
-    events: list[str] = []
-    status, meta = _check_export(out_dir / export_name, matches)
-    if status == "ok":
-        info = (meta.get("ddm") or (meta.get("metrics") or {}).get("ddm") or {})
-        return {**info, "member": member, "status": "cached", "events": events}
-    if status != "missing":
-        bad = out_dir / export_name
-        moved = quarantine(bad).name if bad.exists() else "(already gone)"
-        events.append(f"export {status}; moved to {moved}, re-exporting from the training checkpoint")
-    msg = _check_training_checkpoint(out_dir)
-    if msg:
-        events.append(msg)
-    flops = step_flops(net, loss_fn, batch_fn)
-    bs = spec.get("batch_size") or tcfg.batch_size
-    t0 = time.perf_counter()
-    res = train(net, loss_fn, batch_fn, tcfg, out_dir, desc=member, stop_after=stop_after,
-                meta={"ddm": {"member": member, "cluster": spec.get("cluster")}})
-    info = {"member": member, "cluster": spec.get("cluster"), "steps": res.steps, "planned_steps": tcfg.steps,
-            "batch_size": bs, "samples": res.steps * bs, "shard_size": spec.get("shard_size"),
-            "flops_per_step": flops, "train_flops": flops * res.steps, "wall_time_s": res.wall_time,
-            "call_wall_s": time.perf_counter() - t0, "final_loss": res.final_loss,
-            "resumed_from": res.resumed_from, "threads": torch.get_num_threads()}
-    if res.completed:
-        export(out_dir, res.ema_model, {"ddm": info, "train": {"steps": res.steps, "wall_time_s": res.wall_time,
-                                                              "final_loss": res.final_loss}})
-    status = "stopped" if not res.completed else ("resumed" if res.resumed_from else "trained")
-    return {**info, "status": status, "events": events}
-
-
-def _router_job(cfg: DDMConfig, run_dir: Path, spec: dict, shared: dict, stop_after: int | None) -> dict:
+def _router_setup(cfg: DDMConfig, run_dir: Path, spec: dict, shared: dict) -> _Setup:
     from simdiff.checkpoint import module_tensors, save_checkpoint
     from simdiff.pipelines.ddm.partition import load_partition
     from simdiff.pipelines.ddm.router import router_loss_fn
-    from simdiff.training import TrainConfig, train
+    from simdiff.training import TrainConfig
 
     dom = _domain(cfg)
     data = dom.read_shard(run_dir / spec["shard"])
@@ -390,12 +368,48 @@ def _router_job(cfg: DDMConfig, run_dir: Path, spec: dict, shared: dict, stop_af
 
     def export(out_dir, ema, info):
         return save_checkpoint(out_dir / ROUTER_MODEL_DIR, module_tensors("ema", ema), {**router_meta, **info})
+    return _Setup(tcfg, net, loss_fn, batch_fn, export,
+                  lambda meta: all(meta.get(k) == v for k, v in router_meta.items()), ROUTER_MODEL_DIR)
 
-    def matches(meta):
-        return all(meta.get(k) == v for k, v in router_meta.items())
-    spec = {**spec, "batch_size": r.batch_size}
-    return _run_member(ROUTER, member_dir(run_dir, ROUTER), spec, tcfg, net, loss_fn, batch_fn, export, matches,
-                       ROUTER_MODEL_DIR, stop_after, train)
+
+def _run_member(member: str, out_dir: Path, spec: dict, setup: _Setup, flops: int, stop_after: int | None) -> dict:
+    from simdiff.training import train
+
+    events: list[str] = []
+    status, meta = _check_export(out_dir / setup.export_name, setup.matches)
+    if status == "ok":
+        info = (meta.get("ddm") or (meta.get("metrics") or {}).get("ddm") or {})
+        return {**info, "member": member, "status": "cached", "events": events}
+    if status != "missing":
+        bad = out_dir / setup.export_name
+        moved = quarantine(bad).name if bad.exists() else "(already gone)"
+        events.append(f"export {status}; moved to {moved}, re-exporting from the training checkpoint")
+    msg = _check_training_checkpoint(out_dir)
+    if msg:
+        events.append(msg)
+    tcfg = setup.train_cfg
+    t0 = time.perf_counter()
+    res = train(setup.net, setup.loss_fn, setup.batch_fn, tcfg, out_dir, desc=member, stop_after=stop_after,
+                meta={"ddm": {"member": member, "cluster": spec.get("cluster")}})
+    info = {"member": member, "cluster": spec.get("cluster"), "steps": res.steps, "planned_steps": tcfg.steps,
+            "batch_size": tcfg.batch_size, "samples": res.steps * tcfg.batch_size,
+            "shard_size": spec.get("shard_size"), "flops_per_step": flops, "train_flops": flops * res.steps,
+            "wall_time_s": res.wall_time, "call_wall_s": time.perf_counter() - t0, "final_loss": res.final_loss,
+            "resumed_from": res.resumed_from, "threads": torch.get_num_threads()}
+    if res.completed:
+        setup.export(out_dir, res.ema_model, {"ddm": info, "train": {"steps": res.steps, "wall_time_s": res.wall_time,
+                                                                    "final_loss": res.final_loss}})
+    status = "stopped" if not res.completed else ("resumed" if res.resumed_from else "trained")
+    return {**info, "status": status, "events": events}
+
+
+def _count_flops(cfg: DDMConfig, run_dir: Path, plan: dict, shared: dict) -> dict:
+    """FLOPs per training step of the expert architecture (the monolith's too: same network and batch) and of
+    the router, counted once in the driver (the counter's first use costs a few seconds of imports)."""
+    with torch.random.fork_rng(devices=[]):
+        e = _expert_setup(cfg, run_dir, plan["members"][expert_name(0)], shared)
+        r = _router_setup(cfg, run_dir, plan["members"][ROUTER], shared)
+        return {"expert": step_flops(e.net, e.loss_fn, e.batch_fn), "router": step_flops(r.net, r.loss_fn, r.batch_fn)}
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -411,9 +425,7 @@ def train_ddm(cfg: DDMConfig, run_dir: str | os.PathLike, *, backend: str = "loc
     """
     from simdiff.executors import raise_on_failure, run_jobs
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _record(cfg, run_dir, command)
+    run_dir = init_run(cfg, run_dir, command)
     t0 = time.perf_counter()
     plan = prepare(cfg, run_dir)
     t_prep = time.perf_counter() - t0
@@ -525,6 +537,6 @@ def load_experts(run_dir: str | os.PathLike) -> list:
     return [load_member(run_dir, expert_name(k)) for k in range(cfg.num_experts)]
 
 
-__all__ = ["train_ddm", "prepare", "member_job", "summarize", "load_router", "load_member", "load_experts",
+__all__ = ["train_ddm", "init_run", "prepare", "member_job", "summarize", "load_router", "load_member", "load_experts",
            "load_run_config", "member_dir", "member_names", "expert_name", "quarantine", "step_flops",
            "ROUTER", "MONOLITHIC", "SUMMARY_JSON", "PLAN_JSON", "SHARED_JSON", "PARTITION_DIR"]

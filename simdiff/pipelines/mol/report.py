@@ -189,7 +189,7 @@ def plot_success_by_level(metrics: Mapping, path: str | Path, title: str = "") -
         lo = np.array([cells[lv]["ci95"][0] if lv in cells else np.nan for lv in levels])
         hi = np.array([cells[lv]["ci95"][1] if lv in cells else np.nan for lv in levels])
         ax.bar(x + (i - (len(methods) - 1) / 2) * width, p, width, label=METHOD_LABELS.get(name, name),
-               yerr=np.stack([p - lo, hi - p]), capsize=2)
+               yerr=np.clip(np.stack([p - lo, hi - p]), 0.0, None), capsize=2)  # rounding can give -1e-16
     if "shift" in levels:
         ax.axvspan(len(levels) - 1.5, len(levels) - 0.5, color="0.9", zorder=-1)
     ax.set_xticks(x, [lv.replace("level_", "level ") for lv in levels])

@@ -101,7 +101,9 @@ def test_full_routing_with_exact_posterior_is_the_mixture_epsilon(t_step):
     exact = _mixture_eps_autograd(x, a, s2, MU, var, PI)
     assert torch.allclose(fn(x, t), exact, atol=1e-12, rtol=0)
     # ... and in x0 parameterisation: experts E[x0 | x_t, k], mixture E[x0 | x_t] = (x_t - sqrt(1-ab) eps) / sqrt(ab)
-    x0_experts = [(lambda k: lambda x, t: (x - s2.sqrt() * experts[k](x, t)) / a)(k) for k in range(3)]
+    def x0_expert(eps_fn):
+        return lambda x, t: (x - s2.sqrt() * eps_fn(x, t)) / a
+    x0_experts = [x0_expert(e) for e in experts]
     fx0 = mixture_fn(x0_experts, lambda x, t: _posterior(x, a, s2, MU, var, PI), "full")
     assert torch.allclose(fx0(x, t), (x - s2.sqrt() * exact) / a, atol=1e-11, rtol=0)
     # top-1 is not the mixture where the posterior is spread out (the identity test can fail)

@@ -51,21 +51,21 @@ def test_rerun_keeps_finished_members(run_copy, lattice_data):
     assert {m: _mtime(run_copy, m) for m in before} == before
 
 
-def test_killed_expert_resumes_alone_and_ends_identical(trained_run, lattice_data, tmp_path):
-    run = tmp_path / "run"
+def test_killed_expert_resumes_alone_and_ends_identical(trained_run, run_copy, lattice_data):
     cfg = load(tiny_config(lattice_data))
-    first = train_ddm(cfg, run, backend="sequential", stop_after={"expert_1": 4}, command=["test"])
-    assert first["members"]["expert_1"]["status"] == "stopped"
-    assert not (member_dir(run, "expert_1") / "model").exists()
-    untouched = {m: _mtime(run, m) for m in ("expert_0", "expert_2", "monolithic")}
-    second = train_ddm(cfg, run, backend="sequential", command=["test"])
+    shutil.rmtree(member_dir(run_copy, "expert_1"))
+    first = train_ddm(cfg, run_copy, backend="sequential", stop_after={"expert_1": 4}, command=["test"])
+    assert first["members"]["expert_1"]["status"] == "stopped"          # killed after its step-4 checkpoint
+    assert not (member_dir(run_copy, "expert_1") / "model").exists()
+    untouched = {m: _mtime(run_copy, m) for m in ("expert_0", "expert_2", "monolithic")}
+    second = train_ddm(cfg, run_copy, backend="sequential", command=["test"])
     st = {m: v["status"] for m, v in second["members"].items()}
     assert st == {"expert_0": "cached", "expert_1": "resumed", "expert_2": "cached", "router": "cached",
                   "monolithic": "cached"}
     assert second["members"]["expert_1"]["resumed_from"] == 4
-    assert {m: _mtime(run, m) for m in untouched} == untouched
+    assert {m: _mtime(run_copy, m) for m in untouched} == untouched
     # deterministic resume: the same weights as the uninterrupted run
-    assert _weights(run, "expert_1") == _weights(trained_run[0], "expert_1")
+    assert _weights(run_copy, "expert_1") == _weights(trained_run[0], "expert_1")
 
 
 def test_corrupt_expert_checkpoints_are_detected_and_retrained(trained_run, run_copy):

@@ -1,0 +1,121 @@
+"""``simdiff critic``: the experiments pipeline end to end on a tiny policy, and the CLI's argument checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from simdiff.cli import main
+
+TINY = Path(__file__).parents[2] / "configs" / "critic" / "tiny.yaml"
+PUSH = TINY.with_name("push.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module")
+def tiny_policy_dir(tmp_path_factory) -> Path:
+    """An untrained Push-v0 diffusion policy saved as a checkpoint directory."""
+    from policies.diffusion.config import load_policy_config
+    from policies.diffusion.normalizer import Normalizer
+    from policies.diffusion.policy import DiffusionPolicy
+
+    cfg = load_policy_config({"horizon": {"obs": 2, "prediction": 8, "action": 4},
+                              "model": {"size": "tiny", "down_dims": [16, 32], "step_embed_dim": 16},
+                              "noise": {"train_steps": 50, "inference_steps": 3}})
+    policy = DiffusionPolicy(cfg, 20, 2, {"state": (0, 12), "context": (12, 20)}, Normalizer.identity(12),
+                             Normalizer.identity(2), {"env_id": "simdiff/Push-v0"})
+    out = tmp_path_factory.mktemp("critic_policy") / "policy"
+    policy.save(out)
+    return out
+
+
+def test_configs_load():
+    from policies.critic.config import load_critic_config
+
+    push = load_critic_config(PUSH)
+    assert push.sampling.k == 4 and push.experiment.levels == (3, "shift") and push.prefs.level == 3
+    assert load_critic_config(TINY).grpo.k == 2
+
+
+def test_experiments_end_to_end_and_resume(tmp_path, tiny_policy_dir, capsys):
+    from simdiff.utils.io import read_json
+
+    out = tmp_path / "run"
+    args = ["critic", "experiments", str(TINY), "--policy", str(tiny_policy_dir), "--out", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
+    m = read_json(out / "metrics.json")
+    for name in ("report.md", "prefs.npz", "accuracy_vs_t.png", "sampling.png", "grpo.png", "critic_train/critic/meta.json"):
+        assert (out / name).exists(), name
+    cells = m["sampling"]["levels"]["3"]
+    assert [c["method"] for c in cells][0] == "policy" and cells[-1]["method"] == "stepwise"
+    sw = cells[-1]
+    assert sw["denoiser_evals_per_chunk"] == pytest.approx(3.0)          # 3 DDIM steps
+    assert sw["critic_evals_per_chunk"] == pytest.approx(2 * 2)          # k = 2 at the 2 stochastic steps
+    assert set(m["grpo"]["runs"]) == {"terminal", "stepwise"}
+    assert [r["update"] for r in m["grpo"]["runs"]["stepwise"]["curve"]] == [0, 1, 2]
+    assert len(m["accuracy"]) == 3 and all(0.0 <= r["accuracy"] <= 1.0 for r in m["accuracy"])
+    report = (out / "report.md").read_text()
+    assert "Step-wise vs base" in report and "updates to terminal's final" in report
+    # a second call reuses every stage's output
+    before = (out / "sampling.json").stat().st_mtime_ns
+    assert main(args + ["--stages", "prefs,train,sampling"]) == 0
+    assert (out / "sampling.json").stat().st_mtime_ns == before
+    # a foreign non-empty folder is refused before anything runs
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "x.txt").write_text("keep")
+    assert main(["critic", "experiments", str(TINY), "--policy", str(tiny_policy_dir), "--out", str(foreign)]) == 2
+    assert "holds no earlier critic run" in capsys.readouterr().err
+
+
+def test_prefs_train_eval_commands(tmp_path, tiny_policy_dir, capsys):
+    prefs = tmp_path / "p.npz"
+    pol = ["--policy", str(tiny_policy_dir)]
+    assert main(["critic", "prefs", str(TINY), *pol, "--out", str(prefs)]) == 0
+    assert main(["critic", "prefs", str(TINY), *pol, "--out", str(prefs)]) == 2          # no silent overwrite
+    assert main(["critic", "train", str(TINY), *pol, "--prefs", str(prefs), "--out", str(tmp_path / "c")]) == 0
+    res = tmp_path / "e.json"
+    assert main(["critic", "eval", str(tmp_path / "c"), *pol, "--method", "stepwise", "--k", "2", "--episodes", "2",
+                 "--level", "1", "--batch-size", "2", "--out", str(res)]) == 0
+    from simdiff.utils.io import read_json
+
+    r = read_json(res)
+    assert r["critic_evals_per_chunk"] == pytest.approx(4.0) and r["episodes"] == 2
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["critic", "eval", "--policy", "nowhere", "--method", "stepwise"], "expected a critic"),
+    (["critic", "eval", "--policy", "nowhere", "--method", "base", "--level", "7"], "--level"),
+    (["critic", "prefs", str(TINY), "--policy", "nowhere", "--out", "x.txt"], ".npz"),
+    (["critic", "grpo", str(TINY), "--policy", "nowhere", "--mode", "stepwise", "--out", "o"], "--critic"),
+    (["critic", "experiments", str(TINY), "--policy", "nowhere", "--out", "o", "--stages", "prefs,fly"], "--stages"),
+    (["critic", "experiments", str(TINY), "--policy", "nowhere", "--out", "o", "--set", "prefs.levle=3"], "did you mean"),
+])
+def test_argument_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_preference_file_is_not_pickled(tmp_path):
+    from policies.critic.preferences import PreferenceData
+
+    z = np.zeros((1, 2), np.float32)
+    d = PreferenceData(np.zeros((1, 2, 3), np.float32), np.zeros((1, 2, 4, 2), np.float32), z, z, z,
+                       np.full((1, 2), -1, np.int32), np.zeros(2, np.int8), np.zeros(2, np.float32),
+                       np.zeros(1, np.int64), np.zeros(1, np.int32), np.zeros(1, bool))
+    d.save(tmp_path / "d.npz")
+    with np.load(tmp_path / "d.npz", allow_pickle=False) as f:
+        assert "chunks" in f.files
