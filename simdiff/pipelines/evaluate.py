@@ -302,7 +302,7 @@ def _check_args(env_id: str, level: Any, episodes: int, seed: int, workers: int,
 
 
 def evaluate(policy: PolicySpec, env_id: str, level: int | str | None = 0, episodes: int = 100,
-             seed: int = 1000, *, workers: int = 1, batch_size: int = 64, env_kwargs: dict | None = None,
+             seed: int = 1000, *, workers: int = 1, batch_size: int = 256, env_kwargs: dict | None = None,
              task: int | None = None, threads: int = 1, show_progress: bool = True) -> dict[str, Any]:
     """Evaluate ``policy`` on ``episodes`` episodes of ``env_id`` at ``level`` (seeds ``seed .. seed+episodes-1``).
 

@@ -41,6 +41,7 @@ def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     written = []
     if "loops" in results:
@@ -72,6 +73,7 @@ def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
         if r["reached"]:
             ax.axvline(r["looped_flops_to_reach"], color="gray", ls=":", lw=0.8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # overlapping minor labels otherwise
         ax.set_xlabel("training FLOPs")
         ax.set_ylabel("held-out NLL bound (bits/token)")
         ax.grid(alpha=0.3)

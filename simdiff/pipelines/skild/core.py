@@ -533,9 +533,9 @@ def input_calibration(model: SkildModel, R: int, kind: str) -> tuple[Tensor, Ten
     cal = table[str(L // R)]
     k2 = sp.wavenumber_sq(L, basis)
     keys = torch.as_tensor(cal["k2"], dtype=torch.float64)
-    idx = torch.searchsorted(keys, k2.clamp(max=float(keys[-1]))).clamp(max=len(keys) - 1)
+    idx = (keys[None, None, :] - k2[..., None]).abs().argmin(dim=-1)   # nearest stored shell of each mode
     known = sp.known_mode_mask(R, L, basis)
-    if not bool(torch.allclose(keys[idx][known], k2[known])):
+    if not bool(torch.allclose(keys[idx][known], k2[known], rtol=1e-6, atol=1e-5)):
         raise CheckpointError(f"{model.path}: input calibration for {kind} R = {R} does not match the mode grid")
     gain = torch.where(known, torch.as_tensor(cal["gain"], dtype=torch.float64)[idx], torch.ones_like(k2))
     resid = torch.where(known, torch.as_tensor(cal["resid"], dtype=torch.float64)[idx], torch.zeros_like(k2))
