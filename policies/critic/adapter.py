@@ -110,6 +110,11 @@ class PolicyDenoiser:
         """Mean ``(B, Tp, Da)`` and std ``(B, 1, 1)`` of the DDIM step ``x_t -> x_{t_prev}``."""
         return G.ddim_step_mean_std(out, x, t, t_prev, self.schedule, self.prediction, eta, self.clip)
 
+    def step_std(self, t: int, t_prev: int, eta: float) -> float:
+        """The (data-independent) std of the DDIM step ``t -> t_prev`` with ``eta``."""
+        z = torch.zeros((1, *self.chunk_shape), dtype=self.dtype)
+        return float(self.step_mean_std(z, z, t, t_prev, eta)[1].max())
+
     def to_actions(self, x0: Tensor, full: bool = False) -> Tensor:
         """Normalized chunk ``(B, Tp, Da)`` -> env actions ``(B, Ta, Da)`` (``(B, Tp, Da)`` if ``full``)."""
         a = self.policy.action_normalizer.unnormalize(x0)

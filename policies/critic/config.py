@@ -61,6 +61,7 @@ class PrefsConfig:
     perturbed: int = 4            #: noise-perturbed variants per state
     perturb_std: tuple[float, ...] = (0.1, 0.3, 0.6)
     sample_eta: float = 1.0       #: DDIM eta of the base samples (1: ancestral-like, more diverse)
+    lookahead: int = 0            #: base-policy chunks executed after each candidate before measuring the outcome
     tie_margin: float = 0.02      #: |utility difference| below this is a tie and the pair is dropped
     heldout_fraction: float = 0.2  #: episodes (by index) held out for pairwise accuracy
     batch_envs: int = 32          #: episodes run side by side (one batched sampling call per replan)
@@ -80,6 +81,7 @@ class PrefsConfig:
         for s in self.perturb_std:
             check_range("prefs.perturb_std[i]", s, lo=0.0, lo_open=True)
         check_range("prefs.sample_eta", self.sample_eta, lo=0.0)
+        check_range("prefs.lookahead", self.lookahead, lo=0)
         check_range("prefs.tie_margin", self.tie_margin, lo=0.0)
         check_range("prefs.heldout_fraction", self.heldout_fraction, lo=0.0, hi=1.0, hi_open=True)
         check_range("prefs.batch_envs", self.batch_envs, lo=1)
@@ -151,6 +153,7 @@ class GrpoConfig:
     eta: float = 1.0              #: DDIM eta of the trained stochastic sampler
     return_weight: float = 0.1    #: terminal reward = success + return_weight * episode return
     adv_eps: float = 1e-6         #: std floor of the group normalisation
+    min_train_std: float = 0.05   #: DDIM steps with a smaller std are not trained (ill-conditioned ratios)
     level: Level = 3
     seed: int = 300_000           #: training-episode seeds start here
     eval_every: int = 4           #: evaluate every this many policy-update steps
@@ -171,6 +174,7 @@ class GrpoConfig:
         check_range("grpo.eta", self.eta, lo=0.0, lo_open=True)
         check_range("grpo.return_weight", self.return_weight, lo=0.0)
         check_range("grpo.adv_eps", self.adv_eps, lo=0.0, lo_open=True)
+        check_range("grpo.min_train_std", self.min_train_std, lo=0.0)
         _check_level("grpo.level", self.level)
         for name in ("seed", "eval_seed"):
             check_range(f"grpo.{name}", getattr(self, name), lo=0)

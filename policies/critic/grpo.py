@@ -5,6 +5,10 @@ Both variants treat each stochastic DDIM step ``x_t -> x_{t_prev}`` (``eta > 0``
 PPO-clipped objective of Flow-GRPO / DDPO on its log-probability ratio, plus a KL penalty to the frozen
 reference network (for two Gaussians with the same std: ``|mean_theta - mean_ref|^2 / (2 std^2)``).
 
+As in Flow-GRPO's code, log-probabilities and the KL are averaged (not summed) over the chunk's ``Tp * Da``
+entries, which keeps the ratio well conditioned; steps whose std is below ``min_train_std`` (the last,
+nearly deterministic DDIM steps, where a tiny mean change is a huge ratio) are sampled but not trained on.
+
 * **Step-wise GRPO** (DRM): from states the current policy visits, run the sampler; at every stochastic step
   draw ``k`` candidates from the SAME ``x_t``, score each with the critic at ``t_prev``, and use
   ``A = (s - mean_group) / std_group`` as the advantage of each candidate step. The chain continues from a
@@ -64,6 +68,11 @@ def gaussian_kl_same_std(mean: Tensor, mean_ref: Tensor, std: Tensor) -> Tensor:
     return 0.5 * d.reshape(d.shape[0], -1).sum(dim=1)
 
 
+def step_logprob(x_prev: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """Gaussian step log-density per entry (the sum over the chunk divided by its size) ``(B,)``."""
+    return G.gaussian_step_logprob(x_prev, mean, std) / x_prev[0].numel()
+
+
 def terminal_rewards(success: np.ndarray, returns: np.ndarray, return_weight: float) -> np.ndarray:
     """Episode reward ``success + return_weight * return`` ``(E,)``."""
     return np.asarray(success, dtype=np.float64) + return_weight * np.asarray(returns, dtype=np.float64)
@@ -108,9 +117,9 @@ def grpo_loss(den: PolicyDenoiser, net: torch.nn.Module, ref: torch.nn.Module, b
     mean, std = step_mean_std(den, net, batch.feat, batch.x_t, batch.t, batch.t_prev, eta)
     with torch.no_grad():
         mean_ref, _ = step_mean_std(den, ref, batch.feat, batch.x_t, batch.t, batch.t_prev, eta)
-    logp = G.gaussian_step_logprob(batch.x_prev, mean, std)
+    logp = step_logprob(batch.x_prev, mean, std)
     surrogate = ppo_clip_loss(logp, batch.logp_old, batch.adv, clip_eps)
-    kl = gaussian_kl_same_std(mean, mean_ref, std)
+    kl = gaussian_kl_same_std(mean, mean_ref, std) / batch.x_prev[0].numel()
     loss = (surrogate + kl_coef * kl).mean()
     with torch.no_grad():
         ratio = torch.exp(logp - batch.logp_old)
@@ -150,7 +159,7 @@ def sample_chain(den: PolicyDenoiser, cond: Tensor, eta: float, generators: list
         mean, std = den.step_mean_std(out, x, t, t_prev, eta)
         if float(std.max()) > 0:
             x = mean + std * row_randn(generators, b, den.chunk_shape, den.dtype)
-            lps.append(G.gaussian_step_logprob(x, mean, std))
+            lps.append(step_logprob(x, mean, std))
         else:
             x = mean
             lps.append(torch.full((b,), float("nan"), dtype=x.dtype))
@@ -207,8 +216,9 @@ def collect_rollouts(den: PolicyDenoiser, env_id: str, level: int | str, env_see
 
 # ------------------------------------------------------------------------------------ sample building
 def terminal_samples(ro: Rollouts, den: PolicyDenoiser, group_size: int, return_weight: float,
-                     adv_eps: float) -> StepSamples:
-    """Every stochastic step of every chunk, with its episode's group-normalized terminal reward."""
+                     adv_eps: float, eta: float = 1.0, min_train_std: float = 0.0) -> StepSamples:
+    """Every trained stochastic step (std >= ``min_train_std``) of every chunk, with its episode's
+    group-normalized terminal reward."""
     rewards = torch.as_tensor(terminal_rewards(ro.success, ro.returns, return_weight))
     if rewards.numel() % group_size:
         raise ValueError(f"episodes: expected a multiple of the group size {group_size}, received {rewards.numel()}")
@@ -216,7 +226,7 @@ def terminal_samples(ro: Rollouts, den: PolicyDenoiser, group_size: int, return_
     plan = den.plan()
     parts = []
     for s, (t, t_prev) in enumerate(plan):
-        if torch.isnan(ro.logp[:, s]).all():
+        if torch.isnan(ro.logp[:, s]).all() or den.step_std(t, t_prev, eta) < min_train_std:
             continue
         c = ro.chain.shape[0]
         parts.append(StepSamples(ro.feat, ro.chain[:, s], torch.full((c,), t), torch.full((c,), t_prev),
@@ -226,9 +236,10 @@ def terminal_samples(ro: Rollouts, den: PolicyDenoiser, group_size: int, return_
 
 @torch.no_grad()
 def stepwise_samples(den: PolicyDenoiser, critic: Any, feat: Tensor, k: int, eta: float, adv_eps: float,
-                     generator: torch.Generator) -> StepSamples:
+                     generator: torch.Generator, min_train_std: float = 0.0) -> StepSamples:
     """Groups of ``k`` candidate steps from the same ``x_t`` for each state of ``feat (N, F)``, with
-    critic-score advantages; the chain continues from a uniformly drawn candidate."""
+    critic-score advantages; the chain continues from a uniformly drawn candidate. Steps with std below
+    ``min_train_std`` are sampled without branching and give no samples."""
     n = feat.shape[0]
     shape = den.chunk_shape
     cond = den.condition(feat)
@@ -242,11 +253,14 @@ def stepwise_samples(den: PolicyDenoiser, critic: Any, feat: Tensor, k: int, eta
         if float(std.max()) == 0.0:
             x = mean
             continue
+        if float(std.max()) < min_train_std:
+            x = mean + std * torch.randn(x.shape, generator=generator).to(den.dtype)
+            continue
         mean_k, std_k = mean.repeat_interleave(k, 0), std.repeat_interleave(k, 0)
         cands = mean_k + std_k * torch.randn((n * k, *shape), generator=generator).to(den.dtype)
         scores = critic.score(cands, t_prev, ccond).view(n, k)
         adv = group_advantages(scores, adv_eps).reshape(-1)
-        logp = G.gaussian_step_logprob(cands, mean_k, std_k)
+        logp = step_logprob(cands, mean_k, std_k)
         parts.append(StepSamples(feat_k, x.repeat_interleave(k, 0), torch.full((n * k,), t),
                                  torch.full((n * k,), t_prev), cands, logp, adv))
         pick = torch.randint(k, (n,), generator=generator)
@@ -312,12 +326,14 @@ def run_grpo(policy: Any, cfg: GrpoConfig, mode: Mode, *, env_id: str, critic: A
         ro = collect_rollouts(den, env_id, cfg.level, env_seeds, noise_seeds, cfg.eta, max_episode_steps)
         res.env_steps += ro.env_steps
         if mode == "terminal":
-            samples = terminal_samples(ro, den, cfg.k, cfg.return_weight, cfg.adv_eps)
+            samples = terminal_samples(ro, den, cfg.k, cfg.return_weight, cfg.adv_eps, cfg.eta, cfg.min_train_std)
         else:
-            per_state = cfg.k * sum(1 for t, tp in den.plan() if tp >= 0)
+            per_state = cfg.k * sum(1 for t, tp in den.plan() if tp >= 0
+                                    and den.step_std(t, tp, cfg.eta) >= max(cfg.min_train_std, 1e-12))
             n_states = min(ro.feat.shape[0], max(1, math.ceil(cfg.updates_per_iter * cfg.minibatch / per_state)))
             pick = torch.randperm(ro.feat.shape[0], generator=gen)[:n_states]
-            samples = stepwise_samples(den, critic, ro.feat[pick], cfg.k, cfg.eta, cfg.adv_eps, gen)
+            samples = stepwise_samples(den, critic, ro.feat[pick], cfg.k, cfg.eta, cfg.adv_eps, gen,
+                                       cfg.min_train_std)
         order = torch.randperm(len(samples), generator=gen)
         for u in range(cfg.updates_per_iter):
             idx = order[(u * cfg.minibatch) % len(samples):][:cfg.minibatch]
@@ -364,6 +380,7 @@ def updates_to_reach(curve: list[dict], target: float) -> int | None:
     return None
 
 
-__all__ = ["group_advantages", "ppo_clip_loss", "gaussian_kl_same_std", "terminal_rewards", "StepSamples",
+__all__ = ["group_advantages", "ppo_clip_loss", "gaussian_kl_same_std", "step_logprob", "terminal_rewards",
+           "StepSamples",
            "grpo_loss", "Rollouts", "sample_chain", "collect_rollouts", "terminal_samples", "stepwise_samples",
            "GrpoResult", "run_grpo", "updates_to_reach"]

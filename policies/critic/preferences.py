@@ -6,16 +6,22 @@ Collection (:func:`collect_preferences`)
     chunks are built: ``policy_samples`` DDIM samples of the base policy (``sample_eta``; noise from a
     generator seeded by ``(seed, episode, step)``) and ``perturbed`` noise-perturbed copies of them
     (``x0 + std * eps`` in normalized action units, clipped to the action range). Each candidate's ``Ta``
-    executed actions run from the restored snapshot; the episode then continues from candidate 0 (a plain
-    base-policy sample), so the states follow the base policy's own distribution.
+    executed actions run from the snapshot (on spare envs, :func:`policies.critic.outcomes.run_candidates`),
+    followed by ``lookahead`` chunks of the base policy (deterministic DDIM, the same noise for every
+    candidate of the state); the outcome is measured over that horizon ``H = Ta (1 + lookahead)``. The
+    episode then continues with candidate 0 (a plain base-policy sample), so the states follow the base
+    policy's own distribution. With ``lookahead = 0`` the outcome is that of the chunk alone; a short
+    lookahead turns a myopic "progress during this chunk" into "where this chunk leads", which is what an
+    oracle selection needs to raise success (see the experiments report).
 
-Ranking rule (:func:`chunk_utility`), lexicographic and encoded in one number ``u``:
-    1. a chunk that reaches success (box within the goal tolerance; the episode ends) beats every chunk that
-       does not, and among successes an earlier success is better: ``u = 1 + (Ta - k + 1) / Ta`` for
-       success at executed step ``k`` (``u`` in ``(1, 2]``);
+Ranking rule (:func:`chunk_utility`), lexicographic over the outcome horizon ``H`` and encoded in one
+number ``u``:
+    1. an outcome that reaches success (box within the goal tolerance; the episode ends) beats every one that
+       does not, and among successes an earlier success is better: ``u = 1 + (H - k + 1) / H`` for success
+       at step ``k`` (``u`` in ``(1, 2]``);
     2. otherwise, more progress to the goal is better: ``u = clip((d0 - d_end) / d0, -1, 1)`` with ``d0`` /
-       ``d_end`` the box-goal distance before / after the chunk (``u < 1`` since ``d_end`` exceeds the
-       tolerance). This is the chunk's normalized progress; the chunk return ``-sum_k d_k`` is stored too.
+       ``d_end`` the box-goal distance before / after the horizon (``u < 1`` since ``d_end`` exceeds the
+       tolerance). This is the normalized progress; the return ``-sum_k d_k`` over the horizon is stored too.
     Two candidates of the same state whose utilities differ by less than ``tie_margin`` are a tie and give
     no pair; every other pair gives ``(state, winner, loser)``.
 
@@ -38,22 +44,23 @@ import torch
 
 from policies.critic.adapter import PolicyDenoiser, row_randn, sample_chunks
 from policies.critic.config import PrefsConfig
-from policies.critic.sim_state import box_goal_distance, restore, snapshot
+from policies.critic.outcomes import run_candidates, spare_envs
+from policies.critic.sim_state import box_goal_distance, snapshot
 from simdiff.utils.progress import progress
 
-RULE = ("success within the chunk beats no success, earlier success beats later (u = 1 + (Ta-k+1)/Ta); "
-        "otherwise more normalized progress to the goal wins (u = clip((d0-d_end)/d0, -1, 1)); "
+RULE = ("over the horizon H = Ta (1 + lookahead): success beats no success, earlier success beats later "
+        "(u = 1 + (H-k+1)/H); otherwise more normalized progress to the goal wins (u = clip((d0-d_end)/d0, -1, 1)); "
         "|u_i - u_j| < tie_margin is a tie and is dropped")
 _ARRAYS = ("obs", "chunks", "utility", "progress", "chunk_return", "success_step", "source", "perturb_std",
            "episode", "step", "heldout")
 
 
-def chunk_utility(success_step: int | None, d0: float, d_end: float, action_horizon: int) -> float:
-    """The ranking utility of one executed chunk (see the module docstring)."""
+def chunk_utility(success_step: int | None, d0: float, d_end: float, horizon: int) -> float:
+    """The ranking utility of one outcome over ``horizon`` steps (see the module docstring)."""
     if success_step is not None:
-        if not 1 <= success_step <= action_horizon:
-            raise ValueError(f"success_step: expected 1..{action_horizon}, received {success_step}")
-        return 1.0 + (action_horizon - success_step + 1) / action_horizon
+        if not 1 <= success_step <= horizon:
+            raise ValueError(f"success_step: expected 1..{horizon}, received {success_step}")
+        return 1.0 + (horizon - success_step + 1) / horizon
     return float(np.clip((d0 - d_end) / max(d0, 1e-6), -1.0, 1.0 - 1e-6))
 
 
@@ -156,25 +163,25 @@ class PreferenceData:
 
 
 # ------------------------------------------------------------------------------------------------ collection
-def _state_generator(seed: int, episode: int, step: int) -> torch.Generator:
-    """A generator that depends only on (seed, episode, step): a state's candidates do not depend on batching."""
+def _state_seed(seed: int, episode: int, step: int) -> int:
+    """A seed that depends only on (seed, episode, step): a state's draws do not depend on batching."""
     s = int(np.random.SeedSequence([int(seed), int(episode), int(step)]).generate_state(1, dtype=np.uint64)[0])
-    return torch.Generator().manual_seed(s & ((1 << 63) - 1))
+    return s & ((1 << 63) - 1)
 
 
-def _execute(env: Any, actions: np.ndarray) -> dict:
-    """Run the executed actions ``(Ta, Da)`` of one chunk; stop when the episode ends."""
-    ret, succ, obs_seq, done = 0.0, None, [], False
-    for k, a in enumerate(actions):
-        obs, r, terminated, truncated, info = env.step(a)
-        ret += float(r)
+def _state_generator(seed: int, episode: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(_state_seed(seed, episode, step))
+
+
+def _step_own(env: Any, actions: np.ndarray) -> tuple[list[np.ndarray], bool]:
+    """Continue the real episode with the executed actions ``(Ta, Da)`` of one chunk."""
+    obs_seq = []
+    for a in actions:
+        obs, _, terminated, truncated, _ = env.step(a)
         obs_seq.append(obs)
-        if succ is None and info.get("success", False):
-            succ = k + 1
         if terminated or truncated:
-            done = True
-            break
-    return {"return": ret, "success_step": succ, "obs": obs_seq, "done": done, "d_end": box_goal_distance(env)}
+            return obs_seq, True
+    return obs_seq, False
 
 
 def _candidates(den: PolicyDenoiser, cfg: PrefsConfig, hist: np.ndarray, gens: list[torch.Generator]) -> torch.Tensor:
@@ -204,6 +211,7 @@ def collect_preferences(den: PolicyDenoiser, cfg: PrefsConfig, show_progress: bo
     kw = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
     nb = min(cfg.batch_envs, cfg.episodes)
     envs = [make(cfg.env, level=cfg.level, **kw) for _ in range(nb)]
+    spares = spare_envs(cfg.env, nb * n)
     rec: dict[str, list] = {k: [] for k in ("obs", "chunks", "utility", "progress", "chunk_return", "success_step",
                                             "episode", "step")}
     t0 = time.perf_counter()
@@ -211,13 +219,13 @@ def collect_preferences(den: PolicyDenoiser, cfg: PrefsConfig, show_progress: bo
     try:
         for first in range(0, cfg.episodes, nb):
             ids = list(range(first, min(first + nb, cfg.episodes)))
-            _collect_block(den, cfg, envs[:len(ids)], ids, rec, To, Ta, n)
+            _collect_block(den, cfg, envs[:len(ids)], spares, ids, rec, To, Ta, n)
             if bar is not None:
                 bar.update(len(ids))
     finally:
         if bar is not None:
             bar.close()
-        for e in envs:
+        for e in envs + spares:
             e.close()
     n_held = int(math.ceil(cfg.episodes * cfg.heldout_fraction)) if cfg.heldout_fraction > 0 else 0
     episode = np.asarray(rec["episode"], dtype=np.int64)
@@ -233,15 +241,16 @@ def collect_preferences(den: PolicyDenoiser, cfg: PrefsConfig, show_progress: bo
         success_step=np.asarray(rec["success_step"], dtype=np.int32).reshape(-1, n),
         source=source, perturb_std=stds, episode=episode,
         step=np.asarray(rec["step"], dtype=np.int32), heldout=episode >= cfg.episodes - n_held)
-    data.meta = _summary(data, cfg, time.perf_counter() - t0)
+    data.meta = _summary(data, cfg, time.perf_counter() - t0, Ta)
     return data
 
 
-def _collect_block(den: PolicyDenoiser, cfg: PrefsConfig, envs: list, ids: list[int], rec: dict, To: int, Ta: int,
-                   n: int) -> None:
+def _collect_block(den: PolicyDenoiser, cfg: PrefsConfig, envs: list, spares: list, ids: list[int], rec: dict,
+                   To: int, Ta: int, n: int) -> None:
     hist = np.zeros((len(envs), To, den.obs_dim), dtype=np.float32)
     steps = np.zeros(len(envs), dtype=np.int64)
     live = np.ones(len(envs), dtype=bool)
+    horizon = Ta * (1 + cfg.lookahead)
     for j, (env, i) in enumerate(zip(envs, ids)):
         obs, _ = env.reset(seed=cfg.seed + i)
         hist[j] = obs[None]
@@ -249,39 +258,39 @@ def _collect_block(den: PolicyDenoiser, cfg: PrefsConfig, envs: list, ids: list[
         slots = np.flatnonzero(live)
         gens = [_state_generator(cfg.seed, ids[j], int(steps[j])) for j in slots]
         cands = _candidates(den, cfg, hist[slots], gens)
-        acts = den.to_actions(cands.flatten(0, 1)).view(len(slots), n, Ta, -1).to(torch.float32).numpy()
+        acts = den.to_actions(cands.flatten(0, 1)).to(torch.float32).numpy()          # (L n, Ta, Da)
+        snaps = [snapshot(envs[j]) for j in slots]
+        d0 = [box_goal_distance(envs[j]) for j in slots]
+        # every candidate of a state continues with the same base-policy noise (common random numbers)
+        seeds = [_state_seed(cfg.seed + 1, ids[j], int(steps[j])) for j in slots for _ in range(n)]
+        res = run_candidates(spares[:len(slots) * n], [sn for sn in snaps for _ in range(n)], acts,
+                             np.repeat(hist[slots], n, axis=0), den, cfg.lookahead, seeds)
         for r, j in enumerate(slots.tolist()):
-            env = envs[j]
-            snap, d0 = snapshot(env), box_goal_distance(env)
-            outcomes: dict[int, dict] = {}
-            order = list(range(1, n)) + [0]   # candidate 0 last: the episode continues from its end state
-            for c_i, c in enumerate(order):
-                if c_i:
-                    restore(env, snap)
-                outcomes[c] = _execute(env, acts[r, c])
+            outs = res[r * n:(r + 1) * n]
             rec["obs"].append(hist[j].copy())
             rec["chunks"].append(cands[r].numpy())
-            for c in range(n):
-                o = outcomes[c]
-                rec["utility"].append(chunk_utility(o["success_step"], d0, o["d_end"], Ta))
-                rec["progress"].append(d0 - o["d_end"])
+            for o in outs:
+                rec["utility"].append(chunk_utility(o["success_step"], d0[r], o["d_end"], horizon))
+                rec["progress"].append(d0[r] - o["d_end"])
                 rec["chunk_return"].append(o["return"])
                 rec["success_step"].append(-1 if o["success_step"] is None else o["success_step"])
             rec["episode"].append(ids[j])
             rec["step"].append(int(steps[j]))
-            for obs in outcomes[0]["obs"]:
+            obs_seq, done = _step_own(envs[j], acts[r * n])   # the episode goes on with candidate 0 (a base sample)
+            for obs in obs_seq:
                 hist[j] = np.concatenate([hist[j, 1:], obs[None]], axis=0)
-            steps[j] += len(outcomes[0]["obs"])
-            live[j] = not outcomes[0]["done"]
+            steps[j] += len(obs_seq)
+            live[j] = not done
 
 
-def _summary(data: PreferenceData, cfg: PrefsConfig, wall: float) -> dict:
+def _summary(data: PreferenceData, cfg: PrefsConfig, wall: float, Ta: int) -> dict:
     from simdiff.config import to_dict
 
     train_pairs, train_ties = data.pairs(cfg.tie_margin, heldout=False)
     held_pairs, held_ties = data.pairs(cfg.tie_margin, heldout=True)
     succ = data.success_step >= 0
     return {"kind": "simdiff.critic_preferences", "config": to_dict(cfg), "rule": RULE,
+            "lookahead": cfg.lookahead, "horizon_steps": Ta * (1 + cfg.lookahead),
             "states": data.num_states, "candidates_per_state": data.num_candidates,
             "heldout_states": int(data.heldout.sum()), "train_pairs": int(len(train_pairs)),
             "heldout_pairs": int(len(held_pairs)), "ties_dropped": train_ties + held_ties,

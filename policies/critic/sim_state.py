@@ -3,8 +3,10 @@
 ``PushEnv.get_state`` / ``set_state`` hold qpos, qvel and the goal (enough to redraw a frame), not enough
 to continue a rollout identically: the solver warm start, time and controls (MuJoCo's integration state),
 the action-delay ring buffer, the observation-noise generator and the time-limit wrapper's step counter
-matter too. :func:`snapshot` captures all of these from ``env`` (wrappers included) and :func:`restore`
-puts them back into the *same* env instance (its domain, i.e. the model parameters, is left as is).
+matter too. :func:`snapshot` captures all of these from ``env`` (wrappers included) together with the
+domain, and :func:`restore` puts them back into any Push-v0 env instance with the same observation layout:
+when its domain differs, the snapshot's domain is applied first (``PushEnv._apply_domain``), so a pool of
+spare envs can replay candidates from the states of other envs.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ class EnvSnapshot:
     goal: np.ndarray
     rng_state: dict              # the env's np_random bit-generator state (observation noise)
     elapsed_steps: int | None    # gymnasium TimeLimit counter, when wrapped
-    env_id: int                  # id() of the env it came from: restore refuses another instance
+    max_episode_steps: int | None  # and its limit
+    domain: Any                  # the PushDomain (model parameters, action delay)
+    observe_domain: bool
 
 
 def _time_limit(env: Any):
@@ -55,17 +59,21 @@ def snapshot(env: Any) -> EnvSnapshot:
     tl = _time_limit(env)
     return EnvSnapshot(phys, base._buf.copy(), int(base._ptr), np.array(base.goal, dtype=np.float64),
                        copy.deepcopy(base.np_random.bit_generator.state),
-                       None if tl is None else int(tl._elapsed_steps), id(base))
+                       None if tl is None else int(tl._elapsed_steps),
+                       None if tl is None else int(tl._max_episode_steps), base.domain, bool(base.observe_domain))
 
 
 def restore(env: Any, snap: EnvSnapshot) -> None:
-    """Put ``snap`` back into the env it was taken from."""
+    """Put ``snap`` into ``env`` (the env it came from, or another Push-v0 env with the same observation
+    layout: the snapshot's domain is applied to it first)."""
     import mujoco
 
     base = _push_env(env)
-    if id(base) != snap.env_id:
-        raise ValueError("snapshot: expected the env instance it was taken from (domains are per instance), "
-                         "received another env")
+    if bool(base.observe_domain) != snap.observe_domain:
+        raise ValueError(f"snapshot: expected an env with observe_domain={snap.observe_domain}, received "
+                         f"observe_domain={base.observe_domain}")
+    if base.domain != snap.domain:
+        base._apply_domain(snap.domain)
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
     mujoco.mj_setState(base._model, base._data, snap.physics, spec)
     mujoco.mj_forward(base._model, base._data)
@@ -76,6 +84,7 @@ def restore(env: Any, snap: EnvSnapshot) -> None:
     tl = _time_limit(env)
     if tl is not None and snap.elapsed_steps is not None:
         tl._elapsed_steps = snap.elapsed_steps
+        tl._max_episode_steps = snap.max_episode_steps
 
 
 def box_goal_distance(env: Any) -> float:

@@ -81,15 +81,17 @@ def ddim_update(model_out: Tensor, x: Tensor, coef: tuple[int, float, float, flo
     return sab_prev * x0 + s1m_prev * eps
 
 
-def draw_noise(shape: tuple[int, ...], generator: Generators, dtype: torch.dtype) -> Tensor:
-    """Gaussian noise ``(B, ...)``; a sequence of generators draws row ``i`` from ``generator[i]`` only, so a
-    row's noise does not depend on which other rows share the batch."""
+def draw_noise(shape: tuple[int, ...], generator: Generators, dtype: torch.dtype,
+               device: torch.device | str | None = None) -> Tensor:
+    """Gaussian noise ``(B, ...)``, drawn in float32 on the CPU generators then moved to ``dtype``/``device``
+    (the same noise whatever the network's precision); a sequence of generators draws row ``i`` from
+    ``generator[i]`` only, so a row's noise does not depend on which other rows share the batch."""
     if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(shape, generator=generator).to(dtype)
+        return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
     gens = list(generator)
     if len(gens) != shape[0]:
         raise ValueError(f"generator: expected one generator per row ({shape[0]}), received {len(gens)}")
-    return torch.stack([torch.randn(shape[1:], generator=g) for g in gens]).to(dtype)
+    return torch.stack([torch.randn(shape[1:], generator=g) for g in gens]).to(device=device, dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------------------- policy
@@ -197,7 +199,7 @@ class DiffusionPolicy:
         feat = self.obs_features(batch["obs"])
         b = x0.shape[0]
         t = torch.randint(self.schedule.num_steps, (b,), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator).to(x0.dtype)
+        noise = torch.randn(x0.shape, generator=generator).to(device=x0.device, dtype=x0.dtype)
         x_t = G.corrupt(x0, t, noise, self.schedule)
         out = model(x_t, t, feat, self._task(batch.get("task"), b))
         return G.loss(out, x0, noise, t, self.schedule, self.cfg.noise.prediction)
@@ -216,7 +218,7 @@ class DiffusionPolicy:
         b = feat.shape[0]
         cond = net.condition(feat, self._task(task, b))
         To, Tp, Ta = self.horizons
-        x = draw_noise((b, Tp, self.action_dim), generator, feat.dtype)
+        x = draw_noise((b, Tp, self.action_dim), generator, feat.dtype, feat.device)
         noise_cfg = self.cfg.noise
         if noise_cfg.sampler == "ddim":
             x = self._sample_ddim(net, x, cond)
@@ -234,10 +236,11 @@ class DiffusionPolicy:
         unet = net.unet
         # 1. conditioning for every step at once: it stays fixed over the denoising loop
         steps = torch.tensor([c[0] for c in plan], dtype=torch.long)
-        step_terms, cond_terms = unet.film_terms(steps, cond)
-        for k, coef in enumerate(plan):
-            out = unet(x, film=unet.film_at(step_terms, cond_terms, k))          # 2. predict
-            x = ddim_update(out, x, coef, self.cfg.noise.prediction, self.cfg.noise.clip)  # 3. step
+        films = unet.film_steps(*unet.film_terms(steps, cond))
+        prediction, clip = self.cfg.noise.prediction, self.cfg.noise.clip
+        for coef, film in zip(plan, films):
+            out = unet.forward(x, film=film)                                     # 2. predict
+            x = ddim_update(out, x, coef, prediction, clip)                      # 3. step
         return x
 
     def _sample_ddpm(self, net: DiffusionPolicyNet, x: Tensor, cond: Tensor, generator: Generators) -> Tensor:
@@ -248,7 +251,7 @@ class DiffusionPolicy:
             out = unet(x, film=unet.film_at(step_terms, cond_terms, k))
             mean, std = G.ddpm_step_mean_std(out, x, t, self.schedule, self.cfg.noise.prediction,
                                              self.cfg.noise.clip)
-            x = mean + std * draw_noise(tuple(x.shape), generator, x.dtype)
+            x = mean + std * draw_noise(tuple(x.shape), generator, x.dtype, x.device)
         return x
 
     # -- receding-horizon control -------------------------------------------------------------------------

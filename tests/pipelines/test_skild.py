@@ -165,10 +165,10 @@ def test_cli_end_to_end_and_validation_report(tiny_run, tmp_path, capsys):
         assert (rep / name).exists(), name
     m = json.loads((rep / "metrics.json").read_text())
     gen = m["generation"]["skild"]
-    # (no S(k) slope at L = 8: the fit range k <= pi/2 holds a single shell)
     assert set(gen["observables"]) >= {"energy", "abs_m", "binder", "two_point", "four_point_connected",
-                                       "structure_factor"}
-    assert gen["n_checks"] == 3 + 4 + 2 + 4 and 0 <= gen["n_pass"] <= gen["n_checks"]
+                                       "structure_factor", "structure_factor_slope"}
+    # 4 scalars, G(r) for r = 1..4, G4c(l) for l = 1, 2, S(k) on 4 shells
+    assert gen["n_checks"] == 4 + 4 + 2 + 4 and 0 <= gen["n_pass"] <= gen["n_checks"]
     assert "white_noise" in m["generation"]
     for key in ("2x", "4x"):
         block = m["superres"][key]

@@ -55,3 +55,15 @@ def test_rows_are_independent():
     net = ConditionalUnet1D(2, 3, (16, 32), 16).double()
     x, t, c = torch.randn(5, 8, 2).double(), torch.arange(5) * 10, torch.randn(5, 3).double()
     torch.testing.assert_close(net(x, t, c)[2:3], net(x[2:3], t[2:3], c[2:3]), rtol=1e-10, atol=1e-10)
+
+
+def test_film_steps_matches_film_at():
+    torch.manual_seed(3)
+    net = ConditionalUnet1D(2, 4, (16, 32), 16)
+    terms = net.film_terms(torch.tensor([30, 20, 10]), torch.randn(5, 4))
+    all_steps = net.film_steps(*terms)
+    assert len(all_steps) == 3
+    for k in range(3):
+        for (s1, b1), (s2, b2) in zip(all_steps[k], net.film_at(*terms, k)):
+            torch.testing.assert_close(s1, s2)
+            torch.testing.assert_close(b1, b2)

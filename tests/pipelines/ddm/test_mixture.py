@@ -174,3 +174,25 @@ def test_full_routing_is_exact_for_the_spectral_process():
     logp = torch.logsumexp(torch.log(PI)[None] + _cluster_logpdf(xg, a, s2, mu, var), dim=1).sum()
     (score,) = torch.autograd.grad(logp, xg)
     assert torch.allclose(got, to_pix(-s * score), atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["spectral", "gaussian"])
+def test_lattice_mixture_of_one_model_matches_skild_generate(kind):
+    """Both lattice processes: the routed sampler follows ``skild.core.generate``'s noise stream exactly."""
+    from pathlib import Path
+
+    from simdiff.config import load_config
+    from simdiff.pipelines.ddm.lattice import sample_mixture
+    from simdiff.pipelines.ddm.router import LatticeRouter
+    from simdiff.pipelines.skild import core
+    from simdiff.pipelines.skild.config import SkildConfig
+
+    cfg = load_config(SkildConfig, {"data": {"L": 8}, "process": {"kind": kind, "num_steps": 30},
+                                    "model": {"base_channels": 4, "channel_mults": [1, 2], "time_dim": 8},
+                                    "sample": {"steps": 4}})
+    torch.manual_seed(0)
+    model = core.SkildModel(cfg, core.build_net(cfg).eval(), (1.0, 0.9, 2.0), {}, Path("."))
+    router = LatticeRouter(3, channels=4, depth=1, hidden=8, time_dim=8)
+    ref = core.generate(model, 6, seed=2, batch_size=4)
+    assert torch.equal(sample_mixture([model] * 3, router, "top1", 6, seed=2, batch_size=4), ref)
+    assert torch.allclose(sample_mixture([model] * 3, router, "full", 6, seed=2, batch_size=4), ref, atol=1e-4)

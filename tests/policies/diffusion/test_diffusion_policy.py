@@ -139,3 +139,13 @@ def test_config_errors_name_the_field():
         load_policy_config({"noise": {"inference_step": 3}})
     with pytest.raises(ValueError, match="multiple of 4"):
         load_policy_config({"model": {"size": "small"}, "horizon": {"prediction": 10, "action": 4}})
+
+
+def test_ddpm_sampler_is_seeded_per_row(tiny_cfg):
+    cfg = replace_config(tiny_cfg, noise={"sampler": "ddpm", "train_steps": 20, "inference_steps": 4})
+    pol = DiffusionPolicy.from_episodes(cfg, _toy_episodes()).to(torch.float64)
+    obs = torch.randn(3, 2, 7, dtype=torch.float64)
+    a = pol.predict_action(obs, [torch.Generator().manual_seed(s) for s in (1, 2, 3)])
+    b = pol.predict_action(obs[1:2], [torch.Generator().manual_seed(2)])
+    assert a.shape == (3, pol.horizons[2], 2)
+    torch.testing.assert_close(a[1:2], b, rtol=1e-9, atol=1e-9)

@@ -1,0 +1,172 @@
+"""Ground-truth outcomes of candidate chunks from the simulator, and an oracle best-of-k built on them.
+
+:func:`run_candidates` replays many (state, candidate chunk) rows at once on a pool of spare envs: each row's
+env is set to its state (:func:`policies.critic.sim_state.restore`), executes the candidate's ``Ta`` actions
+and then, with ``lookahead = L > 0``, continues with the base policy for ``L`` more chunks (deterministic
+DDIM; the rows of one state share their noise seed: common random numbers, so candidates differ only by
+their own chunk). All rows step in lockstep and every continuation chunk is ONE batched sampling call.
+
+Outcome of a row over its horizon ``H = Ta (1 + L)`` steps: the return, the 1-based step of the first
+success (or None), the final box-goal distance. Preference collection ranks candidates by it, and
+:class:`OracleBatchPolicy` picks, at every replanning point, the candidate with the best TRUE outcome: the
+upper bound of what a perfect critic on clean chunks (terminal best-of-k) could give under the same rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from policies.critic.adapter import PolicyDenoiser, sample_chunks
+from policies.critic.sim_state import EnvSnapshot, box_goal_distance, restore, snapshot
+
+
+@torch.no_grad()
+def run_candidates(envs: list[Any], snaps: list[EnvSnapshot], actions: np.ndarray, hist: np.ndarray,
+                   den: PolicyDenoiser | None = None, lookahead: int = 0, seeds: list[int] | None = None) -> list[dict]:
+    """Outcomes of ``M`` rows: ``envs`` (M spare envs, overwritten), ``snaps`` (M states), ``actions (M, Ta, Da)``
+    env actions of each candidate, ``hist (M, To, Do)`` observation history at each state, ``seeds`` (M)
+    continuation noise seeds. Returns per row ``{"return", "success_step", "d_end", "done", "obs", "steps"}``
+    where ``obs`` holds the observations of the candidate's own steps only."""
+    m = len(envs)
+    if not (len(snaps) == m == actions.shape[0] == hist.shape[0]):
+        raise ValueError(f"run_candidates: expected M rows everywhere, received envs {m}, snaps {len(snaps)}, "
+                         f"actions {actions.shape[0]}, hist {hist.shape[0]}")
+    if lookahead and den is None:
+        raise ValueError("lookahead > 0: expected the base policy's denoiser, received None")
+    out = [{"return": 0.0, "success_step": None, "done": False, "obs": [], "steps": 0} for _ in range(m)]
+    for env, snap in zip(envs, snaps):
+        restore(env, snap)
+    h = np.array(hist, dtype=np.float32, copy=True)
+    _execute(envs, actions, out, h, np.arange(m))
+    for o in out:
+        o["own_obs"] = list(o["obs"])
+    gens = [torch.Generator().manual_seed(int(s)) for s in (seeds if seeds is not None else [0] * m)]
+    for _ in range(lookahead):
+        live = np.array([i for i in range(m) if not out[i]["done"]], dtype=np.int64)
+        if not live.size:
+            break
+        cond = den.condition(den.obs_features(h[live]))
+        x0 = sample_chunks(den, cond, 0.0, [gens[i] for i in live.tolist()])
+        acts = np.zeros_like(actions)
+        acts[live] = den.to_actions(x0).to(torch.float32).numpy()
+        _execute(envs, acts, out, h, live)
+    for env, o in zip(envs, out):
+        o["d_end"] = box_goal_distance(env)
+        o["obs"] = o.pop("own_obs")
+    return out
+
+
+def _execute(envs: list[Any], actions: np.ndarray, out: list[dict], hist: np.ndarray, rows: np.ndarray) -> None:
+    """Step ``rows`` through their ``Ta`` actions in lockstep; a row stops when its episode ends."""
+    live = [i for i in rows.tolist() if not out[i]["done"]]
+    for k in range(actions.shape[1]):
+        for i in live:
+            obs, r, terminated, truncated, info = envs[i].step(actions[i, k])
+            o = out[i]
+            o["return"] += float(r)
+            o["steps"] += 1
+            o["obs"].append(obs)
+            hist[i] = np.concatenate([hist[i, 1:], obs[None]], axis=0)
+            if o["success_step"] is None and info.get("success", False):
+                o["success_step"] = o["steps"]
+            o["done"] = bool(terminated or truncated)
+        live = [i for i in live if not out[i]["done"]]
+        if not live:
+            break
+
+
+def spare_envs(env_id: str, n: int) -> list[Any]:
+    """``n`` Push-v0 envs to replay candidates on (their domains are overwritten by each restore)."""
+    from envs import make
+
+    envs = [make(env_id, level=None) for _ in range(n)]
+    for e in envs:
+        e.reset(seed=0)
+    return envs
+
+
+class OracleBatchPolicy:
+    """Best-of-``k`` by TRUE simulator outcome (a diagnostic upper bound, not a deployable policy).
+
+    At each replanning point of a slot, ``k`` chunks are drawn from the base sampler (DDIM ``eta``), each is
+    replayed from a snapshot of the slot's env on a spare env (plus ``lookahead`` base-policy chunks), and
+    the candidate with the highest utility (:func:`policies.critic.preferences.chunk_utility` over the
+    horizon) is queued. Implements the runner's ``BatchPolicy`` protocol; it needs the env given to ``begin``.
+    """
+
+    def __init__(self, den: PolicyDenoiser, k: int = 4, eta: float = 1.0, lookahead: int = 0,
+                 env_id: str = "simdiff/Push-v0"):
+        if k < 1 or lookahead < 0:
+            raise ValueError(f"expected k >= 1 and lookahead >= 0, received k={k}, lookahead={lookahead}")
+        self.den, self.k, self.eta, self.lookahead, self.env_id = den, int(k), float(eta), int(lookahead), env_id
+        self._spares: list[Any] = []
+        self.reset(0)
+
+    @property
+    def source(self) -> str:
+        return f"oracle(k={self.k}, eta={self.eta}, lookahead={self.lookahead})"
+
+    def reset(self, n: int) -> None:
+        d = self.den
+        self._hist = np.zeros((n, d.obs_horizon, d.obs_dim), dtype=np.float32)
+        self._queue = np.zeros((n, d.action_horizon, d.action_dim), dtype=np.float32)
+        self._pos = np.full(n, d.action_horizon, dtype=np.int64)
+        self._fresh = np.ones(n, dtype=bool)
+        self._gens: list[torch.Generator | None] = [None] * n
+        self._envs: list[Any] = [None] * n
+        self._t = np.zeros(n, dtype=np.int64)
+        self._seed = np.zeros(n, dtype=np.int64)
+
+    def begin(self, slot: int, env: Any, seed: int) -> None:
+        self._pos[slot] = self._queue.shape[1]
+        self._fresh[slot] = True
+        self._gens[slot] = torch.Generator().manual_seed(int(seed))
+        self._envs[slot] = env
+        self._t[slot] = 0
+        self._seed[slot] = int(seed)
+
+    @torch.no_grad()
+    def _plan(self, need: np.ndarray) -> None:
+        from policies.critic.preferences import chunk_utility
+
+        d, k = self.den, self.k
+        cond = d.condition(d.obs_features(self._hist[need]))
+        gens = [self._gens[s] for s in need.tolist() for _ in range(k)]
+        x0 = sample_chunks(d, cond.repeat_interleave(k, 0), self.eta, gens)
+        d.counter.chunks += need.size
+        acts = d.to_actions(x0).to(torch.float32).numpy()
+        rows = need.size * k
+        if len(self._spares) < rows:
+            self._spares += spare_envs(self.env_id, rows - len(self._spares))
+        snaps = [snapshot(self._envs[s]) for s in need.tolist()]
+        d0 = [box_goal_distance(self._envs[s]) for s in need.tolist()]
+        seeds = [int(self._seed[s]) * 1009 + int(self._t[s]) for s in need.tolist() for _ in range(k)]
+        res = run_candidates(self._spares[:rows], [sn for sn in snaps for _ in range(k)], acts,
+                             np.repeat(self._hist[need], k, axis=0), d, self.lookahead, seeds)
+        horizon = d.action_horizon * (1 + self.lookahead)
+        for r, s in enumerate(need.tolist()):
+            utils = [chunk_utility(o["success_step"], d0[r], o["d_end"], horizon) for o in res[r * k:(r + 1) * k]]
+            self._queue[s] = acts[r * k + int(np.argmax(utils))]
+
+    def act(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        slots = np.asarray(slots, dtype=np.int64)
+        obs = np.asarray(obs, dtype=np.float32)
+        fresh = self._fresh[slots]
+        hist = np.concatenate([self._hist[slots, 1:], obs[:, None]], axis=1)
+        hist[fresh] = obs[fresh][:, None]
+        self._hist[slots] = hist
+        self._fresh[slots] = False
+        need = slots[self._pos[slots] >= self._queue.shape[1]]
+        if need.size:
+            self._plan(need)
+            self._pos[need] = 0
+        out = self._queue[slots, self._pos[slots]]
+        self._pos[slots] += 1
+        self._t[slots] += 1
+        return out
+
+
+__all__ = ["run_candidates", "spare_envs", "OracleBatchPolicy"]
