@@ -190,6 +190,7 @@ class ExperimentConfig:
     batch_size: int = 100         #: env slots stepped together by the runner
     grpo: bool = True             #: also run the GRPO comparison
     max_episode_steps: int | None = None  #: None: the env's registered limit (evaluation and GRPO rollouts)
+    oracle_lookahead: tuple[int, ...] = (0,)  #: diagnostic rows: best-of-k by TRUE outcome with these lookaheads
 
     def __post_init__(self) -> None:
         if not self.levels:
@@ -201,6 +202,8 @@ class ExperimentConfig:
         check_range("experiment.batch_size", self.batch_size, lo=1)
         if self.max_episode_steps is not None:
             check_range("experiment.max_episode_steps", self.max_episode_steps, lo=1)
+        for la in self.oracle_lookahead:
+            check_range("experiment.oracle_lookahead[i]", la, lo=0)
 
     def env_kwargs(self) -> dict:
         return {} if self.max_episode_steps is None else {"max_episode_steps": self.max_episode_steps}

@@ -75,7 +75,8 @@ def run_program(ops: list[Op], x: Tensor, z: Tensor) -> Tensor:
         elif kind == "skip":
             skips.append(h)
         elif kind == "resample":
-            h = mod(h)
+            # the last down level has no downsampling (None, or Identity in older U-Nets)
+            h = h if mod is None else mod(h)
         elif kind == "cat":
             h = torch.cat([h, skips.pop()], dim=1)
         else:  # pragma: no cover - ops are built by unet_program only

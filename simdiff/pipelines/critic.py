@@ -104,9 +104,15 @@ def critic_cost(policy, critic) -> float:
 
 
 def evaluate_method(policy, critic, method: str, k: int, eta: float, level, cfg, env_id: str,
-                    show_progress: bool = False) -> dict:
-    """One (method, level) cell through the batched runner, with its network-evaluation counts."""
+                    show_progress: bool = False, lookahead: int = 0) -> dict:
+    """One (method, level) cell through the batched runner, with its network-evaluation counts.
+
+    ``method``: ``policy`` (the policy's own sampler), ``base`` / ``terminal`` / ``stepwise``
+    (:class:`~policies.critic.stepwise.CriticGuidedBatchPolicy`) or ``oracle`` (best-of-k by true simulator
+    outcome with ``lookahead`` base-policy chunks; a diagnostic whose counts include the lookahead rollouts).
+    """
     from policies.critic.adapter import EvalCounter, PolicyDenoiser
+    from policies.critic.outcomes import OracleBatchPolicy
     from policies.critic.stepwise import CriticGuidedBatchPolicy
     from simdiff.pipelines.evaluate import evaluate
 
@@ -118,6 +124,8 @@ def evaluate_method(policy, critic, method: str, k: int, eta: float, level, cfg,
     if method == "policy":
         # the diffusion policy's own adapter and sampler: the reference every other row is compared to
         spec, steps = policy, policy.inference_steps
+    elif method == "oracle":
+        spec, steps = OracleBatchPolicy(den, k, eta, lookahead, env_id), den.steps
     else:
         spec, steps = CriticGuidedBatchPolicy(den, critic, method, k, eta), den.steps
     res = evaluate(spec, env_id, level, ex.episodes, ex.seed, batch_size=ex.batch_size, env_kwargs=ex.env_kwargs(),
@@ -126,22 +134,24 @@ def evaluate_method(policy, critic, method: str, k: int, eta: float, level, cfg,
     if method == "policy":
         chunks_est = sum(math.ceil(r["length"] / policy.horizons[2]) for r in res["records"])
         counter.denoiser, counter.chunks = chunks_est * steps, chunks_est
-    out.update({"method": method, "k": k, "eta": eta, "level": level, **counter.as_dict()})
+    out.update({"method": method, "k": k, "eta": eta, "level": level, "lookahead": lookahead, **counter.as_dict()})
     return out
 
 
-def sampling_methods(cfg, cost: float, steps: int) -> list[tuple[str, str, int, float]]:
-    """(label, method, k, eta) rows of the sampling comparison."""
+def sampling_methods(cfg, cost: float, steps: int) -> list[tuple[str, str, int, float, int]]:
+    """(label, method, k, eta, lookahead) rows of the sampling comparison."""
     from policies.critic.stepwise import matched_terminal_k
 
     s = cfg.sampling
-    rows = [("base (policy sampler, DDIM eta=0)", "policy", 1, 0.0),
-            (f"base (stochastic DDIM eta={s.eta:g})", "base", 1, s.eta),
-            (f"terminal best-of-{s.k}", "terminal", s.k, s.eta)]
+    rows = [("base (policy sampler, DDIM eta=0)", "policy", 1, 0.0, 0),
+            (f"base (stochastic DDIM eta={s.eta:g})", "base", 1, s.eta, 0),
+            (f"terminal best-of-{s.k}", "terminal", s.k, s.eta, 0)]
     km = matched_terminal_k(steps, s.k, s.eta, cost)
     if km != s.k:
-        rows.append((f"terminal best-of-{km} (compute >= step-wise)", "terminal", km, s.eta))
-    rows.append((f"step-wise best-of-{s.k}", "stepwise", s.k, s.eta))
+        rows.append((f"terminal best-of-{km} (compute >= step-wise)", "terminal", km, s.eta, 0))
+    rows.append((f"step-wise best-of-{s.k}", "stepwise", s.k, s.eta, 0))
+    for la in cfg.experiment.oracle_lookahead:
+        rows.append((f"oracle best-of-{s.k} (true outcome, lookahead {la}) [diagnostic]", "oracle", s.k, s.eta, la))
     return rows
 
 
@@ -155,9 +165,9 @@ def stage_sampling(policy, critic, cfg, out: Path, env_id: str, show_progress: b
                               "eta": cfg.sampling.eta, "levels": {}}
     for level in cfg.experiment.levels:
         cells = []
-        for label, method, k, eta in sampling_methods(cfg, cost, steps):
+        for label, method, k, eta, la in sampling_methods(cfg, cost, steps):
             t0 = time.perf_counter()
-            cell = evaluate_method(policy, critic, method, k, eta, level, cfg, env_id)
+            cell = evaluate_method(policy, critic, method, k, eta, level, cfg, env_id, lookahead=la)
             cell["label"] = label
             cell["equiv_denoiser_evals_per_chunk"] = cell["denoiser_evals_per_chunk"] + cost * cell["critic_evals_per_chunk"]
             cells.append(cell)
@@ -348,7 +358,9 @@ def render_report(m: dict, cfg, command: list[str] | None) -> str:
                   f"{ex.episodes} episodes per cell (seeds {ex.seed}..{ex.seed + ex.episodes - 1}, the same for "
                   f"every method); {s['inference_steps']} DDIM steps; 'ev/chunk' = denoiser evaluations + "
                   f"{s['critic_cost']:.2f} x critic evaluations per action chunk. Wall times are on a shared "
-                  "CPU and are only roughly comparable.", ""]
+                  "CPU and are only roughly comparable. Oracle rows pick among the same kind of candidates by "
+                  "their TRUE outcome (simulator replay + lookahead chunks of the base policy, counted in their "
+                  "denoiser evaluations): they bound what any critic could do with the ranking rule.", ""]
         for lv, cells in s["levels"].items():
             lines += [f"### Level {lv}", "",
                       "| method | success % [95% CI] | mean return | denoiser/chunk | critic/chunk | ev/chunk | wall s |",

@@ -57,8 +57,10 @@ def test_experiments_end_to_end_and_resume(tmp_path, tiny_policy_dir, capsys):
     for name in ("report.md", "prefs.npz", "accuracy_vs_t.png", "sampling.png", "grpo.png", "critic_train/critic/meta.json"):
         assert (out / name).exists(), name
     cells = m["sampling"]["levels"]["3"]
-    assert [c["method"] for c in cells][0] == "policy" and cells[-1]["method"] == "stepwise"
-    sw = cells[-1]
+    methods = [c["method"] for c in cells]
+    assert methods[0] == "policy" and {"base", "terminal", "stepwise", "oracle"} <= set(methods)
+    assert next(c for c in cells if c["method"] == "oracle")["lookahead"] == 1
+    sw = next(c for c in cells if c["method"] == "stepwise")
     assert sw["denoiser_evals_per_chunk"] == pytest.approx(3.0)          # 3 DDIM steps
     assert sw["critic_evals_per_chunk"] == pytest.approx(2 * 2)          # k = 2 at the 2 stochastic steps
     assert set(m["grpo"]["runs"]) == {"terminal", "stepwise"}

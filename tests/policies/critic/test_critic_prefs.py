@@ -54,15 +54,21 @@ def test_snapshot_restore_replays_exactly():
     first = run()
     restore(env, snap)
     assert np.array_equal(run(), first)           # physics, delay buffer, obs noise, step counter
-    other = make(ENV, level=3)
-    other.reset(seed=11)
-    with pytest.raises(ValueError, match="instance"):
-        restore(other, snap)
+    other = make(ENV, level=0)                    # another instance and domain: the snapshot's domain is applied
+    other.reset(seed=99)
+    restore(other, snap)
+    replay = np.array([np.concatenate([other.step(a)[0], [box_goal_distance(other)]]) for a in actions])
+    assert np.array_equal(replay, first)
+    assert other.unwrapped.domain == env.unwrapped.domain
+    blind = make(ENV, level=3, observe_domain=False)
+    blind.reset(seed=0)
+    with pytest.raises(ValueError, match="observe_domain"):
+        restore(blind, snap)
 
 
 def test_collect_is_deterministic_and_round_trips(tmp_path, tiny_policy):
     cfg = PrefsConfig(level=3, episodes=3, policy_samples=2, perturbed=2, perturb_std=(0.5,), batch_envs=2,
-                      max_episode_steps=9, heldout_fraction=0.3, tie_margin=0.0)
+                      max_episode_steps=9, heldout_fraction=0.3, tie_margin=0.0, lookahead=1)
     den = PolicyDenoiser(tiny_policy)
     a = collect_preferences(den, cfg, show_progress=False)
     b = collect_preferences(PolicyDenoiser(tiny_policy), cfg, show_progress=False)
@@ -74,7 +80,10 @@ def test_collect_is_deterministic_and_round_trips(tmp_path, tiny_policy):
     assert a.source.tolist() == [0, 0, 1, 1]
     assert np.abs(a.chunks).max() <= 1.0 + 1e-6
     assert a.heldout.tolist() == (a.episode == 2).tolist()
-    assert den.counter.denoiser == a.num_states * 2 * tiny_policy.inference_steps
+    # 2 base samples per state, plus one lookahead chunk per candidate whose episode goes on
+    steps = tiny_policy.inference_steps
+    assert a.num_states * 2 * steps < den.counter.denoiser <= a.num_states * (2 + 4) * steps
+    assert a.meta["horizon_steps"] == 8 and a.meta["lookahead"] == 1
     a.save(tmp_path / "p.npz")
     c = PreferenceData.load(tmp_path / "p.npz")
     assert np.array_equal(c.utility, a.utility) and c.meta["states"] == a.num_states
@@ -99,3 +108,40 @@ def test_candidates_are_executed_from_the_same_state(tiny_policy):
         for a in acts:
             env.step(a)
         assert data.progress[0, c] == pytest.approx(d0 - box_goal_distance(env), abs=1e-6)
+
+
+def test_run_candidates_common_random_numbers_and_lookahead(tiny_policy):
+    import torch
+
+    from envs import make
+    from policies.critic.outcomes import run_candidates, spare_envs
+
+    den = PolicyDenoiser(tiny_policy)
+    env = make(ENV, level=3, max_episode_steps=30)
+    obs, _ = env.reset(seed=4)
+    snap = snapshot(env)
+    hist = np.repeat(obs[None, None], 2, axis=1).astype(np.float32)[0]
+    acts = np.stack([np.full((4, 2), 0.5), np.full((4, 2), 0.5), np.full((4, 2), -0.5)]).astype(np.float32)
+    spares = spare_envs(ENV, 3)
+    res = run_candidates(spares, [snap] * 3, acts, np.repeat(hist[None], 3, axis=0), den, lookahead=2, seeds=[7, 7, 7])
+    assert res[0]["steps"] == 12 and len(res[0]["obs"]) == 4          # own chunk + 2 lookahead chunks
+    assert res[0]["d_end"] == res[1]["d_end"] and res[0]["return"] == res[1]["return"]  # same noise, same outcome
+    assert res[2]["d_end"] != res[0]["d_end"]
+    no_look = run_candidates(spares[:1], [snap], acts[:1], hist[None], den, lookahead=0)
+    assert no_look[0]["steps"] == 4
+    # the real env was not touched and replays candidate 0 identically
+    for a in acts[0]:
+        o = env.step(a)[0]
+    assert np.array_equal(o, res[0]["obs"][-1])
+    with pytest.raises(ValueError, match="denoiser"):
+        run_candidates(spares[:1], [snap], acts[:1], hist[None], None, lookahead=1)
+    assert torch.is_tensor(den.condition(den.obs_features(hist[None])))
+
+
+def test_oracle_policy_runs_in_the_runner(tiny_policy):
+    from policies.critic.outcomes import OracleBatchPolicy
+    from simdiff.pipelines.evaluate import run_episodes
+
+    recs = run_episodes(OracleBatchPolicy(PolicyDenoiser(tiny_policy), k=2, lookahead=1), ENV, 2, [1, 2],
+                        batch_size=2, env_kwargs={"max_episode_steps": 8})
+    assert [r["length"] for r in recs] == [8, 8] or any(r["success"] for r in recs)
