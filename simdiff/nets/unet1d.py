@@ -15,32 +15,12 @@ Architecture only: no loss, no sampler, no normalization of inputs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-
-def _sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Transformer-style sinusoidal embedding of ``t (B,)`` -> ``(B, dim)`` (sin half, then cos half)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / max(half - 1, 1))
-    args = t.to(torch.float32)[:, None] * freqs[None, :]
-    emb = torch.cat([args.sin(), args.cos()], dim=-1)
-    if dim % 2:
-        emb = torch.nn.functional.pad(emb, (0, 1))
-    return emb
-
-
-def _embed_steps(t: torch.Tensor, dim: int) -> torch.Tensor:
-    # Prefer the engine's shared embedding so every backbone encodes steps identically; fall back to the
-    # same formula when the engine module is not importable (it is a sibling module, kept optional here).
-    try:
-        from simdiff.nets.embeddings import sinusoidal_embedding
-    except ImportError:  # pragma: no cover - only while the engine module is absent
-        return _sinusoidal(t, dim)
-    return sinusoidal_embedding(t, dim)
+from simdiff.nets.embeddings import sinusoidal_embedding
 
 
 class SinusoidalStepEmbedding(nn.Module):
@@ -52,7 +32,7 @@ class SinusoidalStepEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, dim * 4), nn.Mish(), nn.Linear(dim * 4, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(_embed_steps(t, self.dim).to(self.mlp[0].weight.dtype))
+        return self.mlp(sinusoidal_embedding(t, self.dim).to(self.mlp[0].weight.dtype))
 
 
 class Conv1dBlock(nn.Module):

@@ -94,8 +94,9 @@ class RouterConfig:
 class ComputeConfig:
     """Matched compute: the monolithic baseline trains ``train.steps`` steps; the experts share them.
 
-    ``split: proportional`` gives expert ``k`` a share of the steps proportional to its cluster size (the same
-    number of passes over its data as the monolith makes over all of it); ``equal`` gives every expert
+    ``split: proportional`` gives expert ``k`` a share of the steps proportional to its cluster's training
+    samples (lattices, or the summed length of its episodes): the same number of passes over its data as the
+    monolith makes over all of it. ``equal`` gives every expert
     ``steps / K``. Both sum to the monolith's steps (up to rounding, at least ``min_steps`` each).
     """
 

@@ -61,6 +61,11 @@ def fingerprint(data: np.ndarray) -> str:
     return fp(data)
 
 
+def cluster_samples(data: np.ndarray, part) -> list[int]:
+    """Training samples per cluster (one lattice each)."""
+    return list(part.sizes)
+
+
 def shared_stats(cfg: DDMConfig, data: np.ndarray) -> dict:
     """What every expert must share for the mixture to be one diffusion: the noise spectrum ``S0``."""
     s = cfg.skild
@@ -232,6 +237,7 @@ def sampler_steps(models: list, steps: int | None) -> int:
     return ref.num_steps if s is None else min(int(s), ref.num_steps)
 
 
-__all__ = ["training_data", "features", "fingerprint", "shared_stats", "write_shard", "read_shard", "member_config",
-           "build_member", "export_member", "model_matches", "build_router", "router_batch_fn", "router_noise_fn",
-           "sample_mixture", "check_experts", "sampler_steps", "SHARD_KEY"]
+__all__ = ["training_data", "features", "fingerprint", "cluster_samples", "shared_stats", "write_shard",
+           "read_shard", "member_config", "build_member", "export_member", "model_matches", "build_router",
+           "router_batch_fn", "router_noise_fn", "sample_mixture", "check_experts", "sampler_steps",
+           "SHARD_KEY"]

@@ -165,13 +165,17 @@ def prepare(cfg: DDMConfig, run_dir: str | os.PathLike) -> dict:
     for name, r in rows.items():
         if not (shards / f"{name}.npz").exists():
             dom.write_shard(shards / f"{name}.npz", data, r)
-    steps = split_steps(cfg.total_steps, part.sizes, cfg.compute.split, cfg.compute.min_steps)
+    # proportional to each cluster's training samples: lattices, or the steps of its episodes (not the episode
+    # count: long episodes hold more training windows)
+    samples = dom.cluster_samples(data, part)
+    steps = split_steps(cfg.total_steps, samples, cfg.compute.split, cfg.compute.min_steps)
     base_seed = cfg.skild.train.seed if cfg.domain == "ising" else cfg.policy.policy.train.seed
     members: dict[str, dict] = {}
     for k in range(cfg.num_experts):
         name = expert_name(k)
         members[name] = {"steps": steps[k], "seed": base_seed + EXPERT_SEED_STRIDE * (k + 1), "cluster": k,
-                         "shard": f"{SHARDS_DIR}/{name}.npz", "shard_size": part.sizes[k]}
+                         "shard": f"{SHARDS_DIR}/{name}.npz", "shard_size": part.sizes[k],
+                         "shard_samples": samples[k]}
     if cfg.compute.monolithic:
         members[MONOLITHIC] = {"steps": cfg.total_steps, "seed": base_seed, "cluster": None,
                                "shard": f"{SHARDS_DIR}/all.npz", "shard_size": int(part.labels.shape[0])}

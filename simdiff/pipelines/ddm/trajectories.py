@@ -67,6 +67,11 @@ def fingerprint(episodes: Episodes) -> str:
     return episodes.fingerprint()
 
 
+def cluster_samples(episodes: Episodes, part) -> list[int]:
+    """Training samples per cluster: the summed length of its episodes."""
+    return [int(episodes.lengths[part.labels == k].sum()) for k in range(part.num_clusters)]
+
+
 def shared_stats(cfg: DDMConfig, episodes: Episodes) -> dict:
     """Normalizers fitted on all demonstrations, the observation layout and the env the demos came from."""
     pc = cfg.policy.policy
@@ -200,6 +205,6 @@ def router_noise_fn(cfg: DDMConfig):
     return noise
 
 
-__all__ = ["merge_episodes", "training_data", "features", "fingerprint", "shared_stats", "write_shard",
-           "read_shard", "member_config", "make_policy", "build_member", "export_member", "model_matches",
-           "load_member", "build_router", "router_batch_fn", "router_noise_fn"]
+__all__ = ["merge_episodes", "training_data", "features", "fingerprint", "cluster_samples", "shared_stats",
+           "write_shard", "read_shard", "member_config", "make_policy", "build_member", "export_member",
+           "model_matches", "load_member", "build_router", "router_batch_fn", "router_noise_fn"]

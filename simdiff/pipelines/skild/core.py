@@ -183,41 +183,6 @@ def gaussian_loss_fn(sched: gs.GaussianSchedule):
     return loss_fn
 
 
-@torch.no_grad()
-def measure_eps_error(net: torch.nn.Module, proc: sp.SpectralProcess, data: Tensor, n_points: int = 24,
-                      n_samples: int = 256, seed: int = 12345) -> dict:
-    """Mean squared epsilon error of ``net`` per mode at ``n_points`` log-spaced steps (training lattices).
-
-    The sampler uses its square root as ``eps_error`` (the LMMSE regularisation of ``x0_hat``).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    grid = np.unique(np.rint(np.geomspace(1, proc.num_steps, n_points)).astype(int))
-    was_training = net.training
-    net.eval()
-    mse = []
-    for n in grid:
-        x0 = data[torch.randint(0, data.shape[0], (n_samples,), generator=gen)][:, None]
-        nn = torch.full((n_samples,), int(n))
-        eps = torch.randn(x0.shape, generator=gen)
-        xn = sp.corrupt(proc, sp.to_modes(x0, proc.basis), nn, eps)
-        eps_hat = net(sp.from_modes(xn, proc.basis), nn.float() / proc.num_steps)
-        mse.append(float(sp.loss(eps_hat, eps, proc.basis).mean()))
-    net.train(was_training)
-    return {"n": grid.tolist(), "mse": mse}
-
-
-def eps_error_table(model: SkildModel) -> float | Tensor:
-    """``eps_error`` for the sampler: the config's constant, else the measured per-step table (N + 1,)."""
-    if model.cfg.sample.eps_error is not None:
-        return float(model.cfg.sample.eps_error)
-    measured = model.meta.get("eps_error")
-    if not measured:
-        return 0.0
-    n = np.arange(model.num_steps + 1)
-    rms = np.sqrt(np.interp(np.log(np.maximum(n, 1)), np.log(measured["n"]), measured["mse"]))
-    return torch.as_tensor(rms, dtype=torch.float64)
-
-
 INPUT_KINDS = ("raw", "majority", "average")
 
 
@@ -349,9 +314,7 @@ def train_run(cfg: SkildConfig, run_dir: str | os.PathLike, command: list[str] |
                                                            "k0sq": spectrum[2]},
                "model_dir": str(run_dir / MODEL_DIR), "threads": torch.get_num_threads()}
     if res.completed:
-        eps_err = (measure_eps_error(res.ema_model, build_process(cfg, cfg.data.L, spectrum), data)
-                   if cfg.process.kind == "spectral" else None)
-        meta = {"kind": MODEL_KIND, "eps_error": eps_err,
+        meta = {"kind": MODEL_KIND,
                 "input_calibration": measure_input_calibration(data, basis, seed=cfg.train.seed), "config": to_dict(cfg), "L": cfg.data.L, "spectrum": list(spectrum),
                 "command": command, "train": {k: summary[k] for k in ("steps", "wall_time_s", "final_loss",
                                                                        "threads")},
@@ -488,7 +451,7 @@ def generate(model: SkildModel, n: int, seed: int = 0, steps: int | None = -1, b
             x_start = sp.prior_sample(proc, shape, proc.num_steps, generator=gen)
             out.append(sp.sample(proc, _spectral_eps_fn(model), x_start, proc.num_steps, num_steps=steps,
                                  generator=gen, clip_x0=model.cfg.sample.clip_x0,
-                                 eps_error=eps_error_table(model)))
+                                 eps_error=model.cfg.sample.eps_error))
         else:
             sched = model.schedule()
             k = steps if steps is not None else sched.num_steps
@@ -576,7 +539,7 @@ def superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0, steps
         x_start = sp.prior_sample(proc, tuple(modes.shape), n0, generator=gen, known_modes=modes, known=known,
                                   known_var=None if cal is None else cal[1])
         out.append(sp.sample(proc, _spectral_eps_fn(model), x_start, n0, num_steps=k, generator=gen,
-                             clip_x0=model.cfg.sample.clip_x0, eps_error=eps_error_table(model)))
+                             clip_x0=model.cfg.sample.clip_x0, eps_error=model.cfg.sample.eps_error))
     info = {"R": R, "L": model.L, "n0": n0, "num_steps": model.num_steps, "sampler_steps": k,
             "input_kind": input_kind,
             "k_max_input": sp.max_resolved_wavenumber(R, proc.basis),
@@ -643,8 +606,7 @@ def sdedit_superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0
 __all__ = [
     "MODEL_DIR", "MODEL_KIND", "PRETRAINED_ROOT", "load_lattices", "save_npz", "to_spins",
     "generate_training_data", "augment", "make_batch_fn", "build_net", "fit_spectrum", "build_process",
-    "build_gaussian", "spectral_loss_fn", "gaussian_loss_fn", "measure_eps_error", "eps_error_table",
-    "INPUT_KINDS", "coarse_grain", "sr_factors", "measure_input_calibration", "input_calibration", "train_run", "SkildModel", "available_pretrained",
+    "build_gaussian", "spectral_loss_fn", "gaussian_loss_fn", "INPUT_KINDS", "coarse_grain", "sr_factors", "measure_input_calibration", "input_calibration", "train_run", "SkildModel", "available_pretrained",
     "resolve_model_dir", "load_model", "generate", "check_lowres", "superres_start", "superres",
     "nearest_upsample", "sdedit_start", "sdedit_superres",
 ]
