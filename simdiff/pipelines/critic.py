@@ -333,9 +333,10 @@ def render_report(m: dict, cfg, command: list[str] | None) -> str:
     lines += ["## Preference data", "",
               f"Rule: {p['rule']}.", "",
               f"{p['states']} states x {p['candidates_per_state']} candidates (level {p['config']['level']}); "
-              f"{p['train_pairs']} training pairs, {p['heldout_pairs']} held-out pairs "
+              f"outcome horizon {p.get('horizon_steps', '?')} steps (the chunk + {p.get('lookahead', 0)} "
+              f"base-policy chunks); {p['train_pairs']} training pairs, {p['heldout_pairs']} held-out pairs "
               f"({p['heldout_states']} held-out states), {p['ties_dropped']} tied pairs dropped. "
-              f"Candidate success within the chunk: policy samples {_pct(p['candidate_success_rate']['policy'])}%, "
+              f"Candidate success within the horizon: policy samples {_pct(p['candidate_success_rate']['policy'])}%, "
               f"perturbed {_pct(p['candidate_success_rate']['perturbed'])}%. "
               f"Collection took {p['wall_time_s']:.0f} s.", ""]
     if m.get("accuracy"):
@@ -369,7 +370,7 @@ def render_report(m: dict, cfg, command: list[str] | None) -> str:
                 lines.append(f"| {c['label']} | {_cell(c)} | {c['mean_return']:.2f} | {c['denoiser_evals_per_chunk']:.1f} "
                              f"| {c['critic_evals_per_chunk']:.1f} | {c['equiv_denoiser_evals_per_chunk']:.1f} "
                              f"| {c['wall_time_s']:.1f} |")
-            lines += ["", _sampling_verdict(cells), ""]
+            lines += ["", _sampling_verdict(cells, m.get("accuracy")), ""]
         lines += ["![sampling](sampling.png)", ""]
     if m.get("grpo"):
         g = m["grpo"]
@@ -406,7 +407,7 @@ def _grpo_verdict(g: dict) -> str:
     return text
 
 
-def _sampling_verdict(cells: list[dict]) -> str:
+def _sampling_verdict(cells: list[dict], accuracy: list[dict] | None = None) -> str:
     by = {c["method"]: c for c in cells}
     base = by.get("policy")
     sw = by.get("stepwise")
@@ -417,9 +418,17 @@ def _sampling_verdict(cells: list[dict]) -> str:
     matched = [c for c in terms if c["equiv_denoiser_evals_per_chunk"] >= sw["equiv_denoiser_evals_per_chunk"] - 1e-9]
     t = max(matched or terms, key=lambda c: c["equiv_denoiser_evals_per_chunk"])
     beat = sw["success_rate"] - t["success_rate"]
-    return (f"Step-wise vs base: {100 * gain:+.1f} points (goal >= +10: {'met' if gain >= 0.10 else 'NOT met'}); "
+    text = (f"Step-wise vs base: {100 * gain:+.1f} points (goal >= +10: {'met' if gain >= 0.10 else 'NOT met'}); "
             f"vs {t['label']} ({t['equiv_denoiser_evals_per_chunk']:.1f} ev/chunk, >= step-wise's "
             f"{sw['equiv_denoiser_evals_per_chunk']:.1f}): {100 * beat:+.1f} points.")
+    oracles = [c for c in cells if c["method"] == "oracle"]
+    if oracles:
+        parts = ", ".join(f"lookahead {c['lookahead']}: {_pct(c['success_rate'])}%" for c in oracles)
+        acc = f" The critic ranks held-out pairs correctly {_pct(accuracy[0]['accuracy'])}% of the time at t = 0." \
+            if accuracy else ""
+        text += (f" Selecting among the same candidates by their TRUE outcome gives {parts}: that is the headroom "
+                 f"of the ranking rule, against {_pct(sw['success_rate'])}% with the learned critic.{acc}")
+    return text
 
 
 __all__ = ["run_experiments", "stage_prefs", "stage_train", "stage_sampling", "stage_grpo", "evaluate_method",

@@ -264,13 +264,46 @@ def _read_yaml(path: Path) -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
+def _check_resume(cfg: SkildConfig, run_dir: Path) -> bool:
+    """True when ``run_dir`` already holds this run; raises when it holds a run of another config."""
+    from simdiff.checkpoint import config_diff
+
+    stored = run_dir / "config.yaml"
+    if not stored.exists():
+        return False
+    prev = _read_yaml(stored)
+    # Only what shapes the weights must match; sampler and validation settings may change on a resume.
+    diff = config_diff({k: v for k, v in prev.items() if k in _TRAINING_SECTIONS},
+                       {k: v for k, v in to_dict(cfg).items() if k in _TRAINING_SECTIONS},
+                       ignore=("train.log_every", "train.ckpt_every"))
+    if prev.get("name") != cfg.name:
+        diff.append(f"name: run has {prev.get('name')!r}, expected {cfg.name!r}")
+    if diff:
+        raise UserError(f"{run_dir} holds a run with a different config; use a new --out or the same config:\n  "
+                        + "\n  ".join(diff))
+    return True
+
+
+def _export(cfg: SkildConfig, run_dir: Path, ema: torch.nn.Module, data: Tensor, data_path: Path,
+            spectrum: tuple[float, float, float], command: list[str], summary: dict) -> Path:
+    """Write ``run_dir/model``: EMA weights + everything sampling needs (config, spectrum, input calibration)."""
+    from simdiff.checkpoint import module_tensors, save_checkpoint
+
+    meta = {"kind": MODEL_KIND, "config": to_dict(cfg), "L": cfg.data.L, "spectrum": list(spectrum),
+            "command": command,
+            "train": {k: summary[k] for k in ("steps", "wall_time_s", "final_loss", "threads")},
+            "data": {"path": str(data_path), "num_samples": int(data.shape[0])},
+            "input_calibration": measure_input_calibration(data, cfg.process.basis, seed=cfg.train.seed),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return save_checkpoint(run_dir / MODEL_DIR, module_tensors("ema", ema), meta)
+
+
 def train_run(cfg: SkildConfig, run_dir: str | os.PathLike, command: list[str] | None = None,
               threads: int | None = None) -> dict:
     """Train (or resume) a SKILD / white-noise run in ``run_dir`` and export ``run_dir/model``.
 
     Returns a summary dict (steps, wall time, final loss, spectrum, model dir).
     """
-    from simdiff.checkpoint import module_tensors, save_checkpoint
     from simdiff.training import train
     from simdiff.utils.run import record_run
 
@@ -278,49 +311,28 @@ def train_run(cfg: SkildConfig, run_dir: str | os.PathLike, command: list[str] |
     command = list(command) if command is not None else list(sys.argv)
     if threads is not None:
         torch.set_num_threads(threads)
-    stored = run_dir / "config.yaml"
-    if stored.exists():
-        from simdiff.checkpoint import config_diff
-
-        # Only what shapes the weights must match; sampler and validation settings may change on a resume.
-        prev = {k: v for k, v in _read_yaml(stored).items() if k in _TRAINING_SECTIONS}
-        now = {k: v for k, v in to_dict(cfg).items() if k in _TRAINING_SECTIONS}
-        diff = config_diff(prev, now, ignore=("train.log_every", "train.ckpt_every"))
-        if diff or _read_yaml(stored).get("name") != cfg.name:
-            diff = diff or [f"name: run has {_read_yaml(stored).get('name')!r}, expected {cfg.name!r}"]
-            raise UserError(f"{run_dir} holds a run with a different config; use a new --out or the same "
-                            "config:\n  " + "\n  ".join(diff))
-    else:
+    if not _check_resume(cfg, run_dir):
         record_run(run_dir, config=cfg, seed=cfg.train.seed, command=command)
     data_path = _resolve_data(cfg, run_dir)
     data = torch.as_tensor(load_lattices(data_path))
     if data.shape[-1] != cfg.data.L:
         raise DatasetError(f"{data_path}: expected lattices of side data.L={cfg.data.L}, received {data.shape[-1]}")
 
-    basis = cfg.process.basis
-    spectrum = tuple(cfg.process.spectrum) if cfg.process.spectrum is not None else fit_spectrum(data, basis)
-    net = build_net(cfg)
+    spectrum = (tuple(cfg.process.spectrum) if cfg.process.spectrum is not None
+                else fit_spectrum(data, cfg.process.basis))
     if cfg.process.kind == "spectral":
         loss_fn = spectral_loss_fn(build_process(cfg, cfg.data.L, spectrum))
     else:
         loss_fn = gaussian_loss_fn(build_gaussian(cfg))
     # Translations are a symmetry of the data exactly when the lattice is periodic (circular network padding).
-    translate = cfg.model.circular
-    batch_fn = make_batch_fn(data, cfg.train.batch_size, cfg.data.augment, translate)
-    res = train(net, loss_fn, batch_fn, cfg.train, run_dir, desc=f"skild {cfg.process.kind}",
+    batch_fn = make_batch_fn(data, cfg.train.batch_size, cfg.data.augment, translate=cfg.model.circular)
+    res = train(build_net(cfg), loss_fn, batch_fn, cfg.train, run_dir, desc=f"skild {cfg.process.kind}",
                 meta={"spectrum": list(spectrum)})
     summary = {"steps": res.steps, "completed": res.completed, "wall_time_s": res.wall_time,
-               "final_loss": res.final_loss, "spectrum": {"C": spectrum[0], "alpha": spectrum[1],
-                                                           "k0sq": spectrum[2]},
+               "final_loss": res.final_loss, "spectrum": dict(zip(("C", "alpha", "k0sq"), spectrum)),
                "model_dir": str(run_dir / MODEL_DIR), "threads": torch.get_num_threads()}
     if res.completed:
-        meta = {"kind": MODEL_KIND,
-                "input_calibration": measure_input_calibration(data, basis, seed=cfg.train.seed), "config": to_dict(cfg), "L": cfg.data.L, "spectrum": list(spectrum),
-                "command": command, "train": {k: summary[k] for k in ("steps", "wall_time_s", "final_loss",
-                                                                       "threads")},
-                "data": {"path": str(data_path), "num_samples": int(data.shape[0])},
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        save_checkpoint(run_dir / MODEL_DIR, module_tensors("ema", res.ema_model), meta)
+        _export(cfg, run_dir, res.ema_model, data, data_path, spectrum, command, summary)
     return summary
 
 
