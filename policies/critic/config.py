@@ -154,6 +154,8 @@ class GrpoConfig:
     return_weight: float = 0.1    #: terminal reward = success + return_weight * episode return
     adv_eps: float = 1e-6         #: std floor of the group normalisation
     min_train_std: float = 0.05   #: DDIM steps with a smaller std are not trained (ill-conditioned ratios)
+    stepwise_max_t: int | None = None  #: step-wise GRPO branches only steps with t_prev <= this (None: all);
+    #: above it a weak critic scores near-pure noise at chance, and its advantages would only add noise
     level: Level = 3
     seed: int = 300_000           #: training-episode seeds start here
     eval_every: int = 4           #: evaluate every this many policy-update steps
@@ -175,6 +177,8 @@ class GrpoConfig:
         check_range("grpo.return_weight", self.return_weight, lo=0.0)
         check_range("grpo.adv_eps", self.adv_eps, lo=0.0, lo_open=True)
         check_range("grpo.min_train_std", self.min_train_std, lo=0.0)
+        if self.stepwise_max_t is not None:
+            check_range("grpo.stepwise_max_t", self.stepwise_max_t, lo=0)
         _check_level("grpo.level", self.level)
         for name in ("seed", "eval_seed"):
             check_range(f"grpo.{name}", getattr(self, name), lo=0)

@@ -236,10 +236,10 @@ def terminal_samples(ro: Rollouts, den: PolicyDenoiser, group_size: int, return_
 
 @torch.no_grad()
 def stepwise_samples(den: PolicyDenoiser, critic: Any, feat: Tensor, k: int, eta: float, adv_eps: float,
-                     generator: torch.Generator, min_train_std: float = 0.0) -> StepSamples:
+                     generator: torch.Generator, min_train_std: float = 0.0, max_t: int | None = None) -> StepSamples:
     """Groups of ``k`` candidate steps from the same ``x_t`` for each state of ``feat (N, F)``, with
     critic-score advantages; the chain continues from a uniformly drawn candidate. Steps with std below
-    ``min_train_std`` are sampled without branching and give no samples."""
+    ``min_train_std`` or ``t_prev > max_t`` are sampled without branching and give no samples."""
     n = feat.shape[0]
     shape = den.chunk_shape
     cond = den.condition(feat)
@@ -253,7 +253,7 @@ def stepwise_samples(den: PolicyDenoiser, critic: Any, feat: Tensor, k: int, eta
         if float(std.max()) == 0.0:
             x = mean
             continue
-        if float(std.max()) < min_train_std:
+        if float(std.max()) < min_train_std or (max_t is not None and t_prev > max_t):
             x = mean + std * torch.randn(x.shape, generator=generator).to(den.dtype)
             continue
         mean_k, std_k = mean.repeat_interleave(k, 0), std.repeat_interleave(k, 0)
@@ -315,6 +315,11 @@ def run_grpo(policy: Any, cfg: GrpoConfig, mode: Mode, *, env_id: str, critic: A
     ref = copy.deepcopy(net).requires_grad_(False).eval()
     counter = critic.counter if critic is not None else EvalCounter()
     den = PolicyDenoiser(ft, inference_steps, counter=counter, net=net)
+    trained = [tp for t, tp in den.plan() if tp >= 0 and den.step_std(t, tp, cfg.eta) >= max(cfg.min_train_std, 1e-12)
+               and (mode == "terminal" or cfg.stepwise_max_t is None or tp <= cfg.stepwise_max_t)]
+    if not trained:
+        raise ValueError(f"grpo: no denoising step is trained (min_train_std={cfg.min_train_std}, "
+                         f"stepwise_max_t={cfg.stepwise_max_t}, eta={cfg.eta}); lower them")
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0)
     res = GrpoResult(mode, ft, [], counter=counter)
     gen = torch.Generator().manual_seed(_seed(cfg.seed, 99))
@@ -325,15 +330,7 @@ def run_grpo(policy: Any, cfg: GrpoConfig, mode: Mode, *, env_id: str, critic: A
         env_seeds, noise_seeds = _round_seeds(cfg, mode, it)
         ro = collect_rollouts(den, env_id, cfg.level, env_seeds, noise_seeds, cfg.eta, max_episode_steps)
         res.env_steps += ro.env_steps
-        if mode == "terminal":
-            samples = terminal_samples(ro, den, cfg.k, cfg.return_weight, cfg.adv_eps, cfg.eta, cfg.min_train_std)
-        else:
-            per_state = cfg.k * sum(1 for t, tp in den.plan() if tp >= 0
-                                    and den.step_std(t, tp, cfg.eta) >= max(cfg.min_train_std, 1e-12))
-            n_states = min(ro.feat.shape[0], max(1, math.ceil(cfg.updates_per_iter * cfg.minibatch / per_state)))
-            pick = torch.randperm(ro.feat.shape[0], generator=gen)[:n_states]
-            samples = stepwise_samples(den, critic, ro.feat[pick], cfg.k, cfg.eta, cfg.adv_eps, gen,
-                                       cfg.min_train_std)
+        samples = _round_samples(mode, ro, den, critic, cfg, gen, len(trained))
         order = torch.randperm(len(samples), generator=gen)
         for u in range(cfg.updates_per_iter):
             idx = order[(u * cfg.minibatch) % len(samples):][:cfg.minibatch]
@@ -357,6 +354,19 @@ def run_grpo(policy: Any, cfg: GrpoConfig, mode: Mode, *, env_id: str, critic: A
         _evaluate(res, eval_fn, update)
     net.eval().requires_grad_(False)
     return res
+
+
+def _round_samples(mode: Mode, ro: Rollouts, den: PolicyDenoiser, critic: Any, cfg: GrpoConfig,
+                   gen: torch.Generator, trained_steps: int) -> StepSamples:
+    """The step samples of one round: every trained step of every chunk (terminal), or candidate groups
+    from just enough visited states to fill the round's minibatches (step-wise)."""
+    if mode == "terminal":
+        return terminal_samples(ro, den, cfg.k, cfg.return_weight, cfg.adv_eps, cfg.eta, cfg.min_train_std)
+    per_state = cfg.k * trained_steps
+    n_states = min(ro.feat.shape[0], max(1, math.ceil(cfg.updates_per_iter * cfg.minibatch / per_state)))
+    pick = torch.randperm(ro.feat.shape[0], generator=gen)[:n_states]
+    return stepwise_samples(den, critic, ro.feat[pick], cfg.k, cfg.eta, cfg.adv_eps, gen, cfg.min_train_std,
+                            cfg.stepwise_max_t)
 
 
 def _evaluate(res: GrpoResult, eval_fn: EvalFn | None, update: int) -> None:

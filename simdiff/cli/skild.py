@@ -63,8 +63,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=None, help="generated lattices (default: validate.num_generate)")
     p.add_argument("--n-superres", type=int, default=None, help="super-resolved lattices per factor")
     p.add_argument("--factors", type=int, nargs="*", default=None, help="super-resolution factors (e.g. 2 4)")
-    p.add_argument("--downsample", choices=("majority", "average"), default=None,
-                   help="how inputs are made from the reference (default: validate.downsample)")
+    p.add_argument("--downsample", choices=("majority", "average"), nargs="+", default=None,
+                   help="how inputs are made from the reference, one or both (default: validate.downsample)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_validate)
 

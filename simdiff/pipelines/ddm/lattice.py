@@ -139,8 +139,40 @@ def export_member(out_dir: Path, scfg: SkildConfig, spectrum: list[float], ema: 
     return save_checkpoint(out_dir / core.MODEL_DIR, module_tensors("ema", ema), meta)
 
 
+#: sections of a SKILD config that shape the weights; sampler and validation settings may change afterwards
+TRAINING_SECTIONS = ("data", "process", "model", "train")
+
+
 def model_matches(meta: dict, scfg: SkildConfig) -> bool:
-    return meta.get("kind") == core.MODEL_KIND and meta.get("config") == to_dict(scfg)
+    """An export belongs to this member when its training sections are the member's (sampling may differ)."""
+    stored = meta.get("config") or {}
+    want = to_dict(scfg)
+    return meta.get("kind") == core.MODEL_KIND and all(stored.get(k) == want[k] for k in TRAINING_SECTIONS)
+
+
+def load_expert(model_dir: Path, sample_cfg=None):
+    """A member's export as a ``core.SkildModel``; with ``sample_cfg`` (the run's ``skild.sample``) that section of
+    the stored config is replaced before parsing, so exports stay loadable when sampler settings change."""
+    from simdiff.checkpoint import load_checkpoint, load_module_tensors
+    from simdiff.config import load_config
+    from simdiff.errors import CheckpointError
+
+    tensors, meta = load_checkpoint(model_dir)
+    if meta.get("kind") != core.MODEL_KIND:
+        raise CheckpointError(f"{model_dir}: not a SKILD model (kind={meta.get('kind')!r})")
+    stored = dict(meta["config"])
+    if sample_cfg is not None:
+        stored["sample"] = to_dict(sample_cfg)
+    cfg = load_config(SkildConfig, stored)
+    net = core.build_net(cfg)
+    load_module_tensors(net, "ema", tensors)
+    net.eval().requires_grad_(False)
+    return core.SkildModel(cfg=cfg, net=net, spectrum=tuple(meta["spectrum"]), meta=meta, path=Path(model_dir))
+
+
+def with_sampling(model, sample_cfg):
+    """``model`` (a SKILD model) sampled with the run's sampler settings ``sample_cfg`` (a SampleConfig)."""
+    return dataclasses.replace(model, cfg=dataclasses.replace(model.cfg, sample=sample_cfg))
 
 
 # ------------------------------------------------------------------------------------------------ router
@@ -194,8 +226,9 @@ def sample_mixture(models: list, router: torch.nn.Module, routing: str, n: int, 
                    stats: MixtureStats | None = None) -> Tensor:
     """``n`` lattices ``(n, 1, L, L)`` float32 from the routed mixture of expert ``models`` (SKILD models).
 
-    Same noise stream as ``core.generate`` for a single model (one generator seeded with ``seed``: prior draw,
-    then the sampler, batch after batch), so a mixture of identical experts reproduces it.
+    Same noise stream and sampler settings as ``core.generate`` for a single model (one generator seeded with
+    ``seed``: prior draw, then the sampler, batch after batch; ``clip_x0`` and ``eps_error`` from expert 0's
+    ``sample`` config), so a mixture of identical experts reproduces it.
     """
     from simdiff.utils.progress import progress
 
@@ -223,7 +256,8 @@ def sample_mixture(models: list, router: torch.nn.Module, routing: str, n: int, 
             proc = ref.process()
             x_start = sp.prior_sample(proc, shape, proc.num_steps, generator=gen)
             out.append(sp.sample(proc, fn, x_start, proc.num_steps, num_steps=steps, generator=gen,
-                                 clip_x0=ref.cfg.sample.clip_x0))
+                                 clip_x0=ref.cfg.sample.clip_x0,
+                                 eps_error=getattr(ref.cfg.sample, "eps_error", 0.0) or 0.0))
         else:
             sched = ref.schedule()
             k = steps if steps is not None else sched.num_steps
@@ -238,6 +272,6 @@ def sampler_steps(models: list, steps: int | None) -> int:
 
 
 __all__ = ["training_data", "features", "fingerprint", "cluster_samples", "shared_stats", "write_shard",
-           "read_shard", "member_config", "build_member", "export_member", "model_matches", "build_router",
+           "read_shard", "member_config", "build_member", "export_member", "model_matches", "load_expert", "with_sampling", "TRAINING_SECTIONS", "build_router",
            "router_batch_fn", "router_noise_fn", "sample_mixture", "check_experts", "sampler_steps",
            "SHARD_KEY"]

@@ -65,16 +65,21 @@ def sample_run(run_dir: str | os.PathLike, routing: str = "full", n: int = 100, 
 
 
 def _sample_lattices(run_dir, routing, n, seed, model, steps, batch_size, info) -> dict:
-    from simdiff.pipelines.ddm.lattice import sample_mixture, sampler_steps
+    from simdiff.pipelines.ddm.lattice import sample_mixture, sampler_steps, with_sampling
     from simdiff.pipelines.skild.core import generate, to_spins
 
+    # the run's sampler settings (skild.sample) apply to every model, whatever their exports recorded
+    sample_cfg = load_run_config(run_dir).skild.sample
+    info["sample_config"] = {"steps": sample_cfg.steps, "clip_x0": sample_cfg.clip_x0,
+                             "eps_error": getattr(sample_cfg, "eps_error", None)}
     if model == MONOLITHIC:
-        m = load_member(run_dir, MONOLITHIC)
+        m = with_sampling(load_member(run_dir, MONOLITHIC), sample_cfg)
         x = generate(m, n, seed=seed, steps=steps, batch_size=batch_size)
         info["sampler_steps"] = sampler_steps([m], steps)
         info["expert_evals_per_step"] = 1.0
     else:
         experts, router = load_mixture(run_dir)
+        experts = [with_sampling(e, sample_cfg) for e in experts]
         stats = MixtureStats(len(experts))
         x = sample_mixture(experts, router, routing, n, seed=seed, steps=steps, batch_size=batch_size, stats=stats)
         info["sampler_steps"] = sampler_steps(experts, steps)

@@ -97,16 +97,28 @@ def init_run(cfg: DDMConfig, run_dir: str | os.PathLike, command: list[str] | No
     return run_dir
 
 
+#: config fields that do not change what is trained (sampling, evaluation): free to change on a resume
+FREE_FIELDS = ("skild.sample", "skild.validate", "policy.eval", "policy.policy.eval", "policy.policy.noise.clip",
+               "policy.policy.noise.sampler", "policy.policy.noise.inference_steps")
+
+
 def _record(cfg: DDMConfig, run_dir: Path, command: list[str] | None) -> None:
+    import yaml
+
     from simdiff.checkpoint import config_diff
+    from simdiff.config import dump_yaml
     from simdiff.utils.run import record_run
 
     stored = run_dir / "config.yaml"
     if stored.exists():
-        diff = config_diff(to_dict(load_config(DDMConfig, stored)), to_dict(cfg))
+        # read as plain YAML: a stored run must stay comparable even when the schema gained or changed a field
+        prev = yaml.safe_load(stored.read_text(encoding="utf-8")) or {}
+        diff = config_diff(prev, to_dict(cfg), ignore=FREE_FIELDS)
         if diff:
             raise UserError(f"{run_dir} holds a ddm run with a different config; use a new --out or the same "
                             "config:\n  " + "\n  ".join(diff))
+        if config_diff(prev, to_dict(cfg)):
+            dump_yaml(cfg, stored)   # new sampling / evaluation settings: the run now samples with these
         return
     seed = cfg.skild.train.seed if cfg.domain == "ising" else cfg.policy.policy.train.seed
     record_run(run_dir, config=cfg, seed=seed, command=command if command is not None else list(sys.argv))
@@ -517,7 +529,8 @@ def load_router(run_dir: str | os.PathLike) -> torch.nn.Module:
 
 
 def load_member(run_dir: str | os.PathLike, member: str):
-    """A finished expert or the monolith: a SKILD model (lattices) or a ``DiffusionPolicy`` (policies)."""
+    """A finished expert or the monolith: a SKILD model (lattices; sampled with the run's ``skild.sample``
+    settings) or a ``DiffusionPolicy`` (policies)."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     out = member_dir(run_dir, member)
@@ -525,12 +538,13 @@ def load_member(run_dir: str | os.PathLike, member: str):
         raise CheckpointError(f"{run_dir}: {member} is missing ({out.relative_to(run_dir)}/ does not exist); run "
                               f"`simdiff ddm train CONFIG --out {run_dir}` to train it")
     if cfg.domain == "ising":
-        from simdiff.pipelines.skild.core import MODEL_DIR, load_model
+        from simdiff.pipelines.ddm.lattice import load_expert
+        from simdiff.pipelines.skild.core import MODEL_DIR
 
         if not (out / MODEL_DIR).exists():
             raise CheckpointError(f"{run_dir}: {member} has not finished training (no {MODEL_DIR}/); run "
                                   f"`simdiff ddm train CONFIG --out {run_dir}` again to resume it")
-        return load_model(out)
+        return load_expert(out / MODEL_DIR, cfg.skild.sample)
     from simdiff.pipelines.ddm.trajectories import load_member as load_policy
 
     return load_policy(out)

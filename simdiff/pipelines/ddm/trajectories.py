@@ -146,9 +146,17 @@ def export_member(out_dir: Path, policy: DiffusionPolicy, ema: torch.nn.Module, 
     return policy.save(out_dir / POLICY_DIR, {"ddm": info.get("ddm"), "train": info.get("train")})
 
 
+#: policy settings free to change after training (evaluation and sampler), as dotted prefixes
+SAMPLING_FIELDS = ("eval", "noise.clip", "noise.sampler", "noise.inference_steps")
+
+
 def model_matches(meta: dict, pcfg: DiffusionPolicyConfig, shared: dict) -> bool:
+    """An export belongs to this member when its config (up to sampling settings) and normalizers match."""
+    from simdiff.checkpoint import config_diff
+
     norms = meta.get("normalizers") or {}
-    return (meta.get("kind") == "simdiff.diffusion_policy" and meta.get("config") == to_dict(pcfg)
+    return (meta.get("kind") == "simdiff.diffusion_policy"
+            and not config_diff(meta.get("config") or {}, to_dict(pcfg), ignore=SAMPLING_FIELDS)
             and norms.get("obs") == shared["obs_normalizer"] and norms.get("action") == shared["action_normalizer"])
 
 

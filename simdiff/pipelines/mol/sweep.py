@@ -70,13 +70,12 @@ def point_dirs(points: Sequence[SweepPoint]) -> dict[str, str]:
     return out
 
 
-def run_point_job(job: Mapping[str, Any]) -> dict:
-    """One sweep point, as an executor job: a full MOL run (inner stages sequential) -> its metrics."""
+def run_point_job(config: dict, out: str) -> dict:
+    """One sweep point, as an executor job (``fn(**job)``): a full MOL run, inner stages sequential."""
     from simdiff.config import load_config
     from simdiff.pipelines.mol.stages import run_pipeline
 
-    cfg = load_config(MolConfig, job["config"])
-    return run_pipeline(cfg, job["out"], quiet=True)
+    return run_pipeline(load_config(MolConfig, config), out, quiet=True)
 
 
 def run_sweep(cfg: MolConfig, out: str | Path, log=print) -> dict:

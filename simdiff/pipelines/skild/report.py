@@ -176,7 +176,7 @@ def write_report(metrics: dict, samples: dict, out_dir: str | Path) -> Path:
         f"- noise spectrum S0(k) = C (k^2 + k0^2)^-alpha: C = {metrics['spectrum']['C']:.4g}, "
         f"alpha = {metrics['spectrum']['alpha']:.4f}, k0^2 = {metrics['spectrum']['k0sq']:.4f}",
         f"- sampler steps for a full generation: {metrics['sampler_steps']}; low-resolution inputs: "
-        f"{metrics['downsample']} block coarse-graining; seed {metrics['seed']}; validation wall time "
+        f"{' and '.join(metrics['downsample'])} block coarse-graining; seed {metrics['seed']}; validation wall time "
         f"{metrics['wall_s'] / 60:.1f} min",
         "- pass criterion per check: |diff| <= max(3 combined stderr, 2% of |reference|); checks: energy, |m|, "
         "U4, S(k) slope, G(r) for r = 1..L/2, G4c(l), S(k) per shell",

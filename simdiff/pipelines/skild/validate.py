@@ -107,104 +107,116 @@ def _entry(x: np.ndarray, reference: np.ndarray, temperature: float, extra: dict
     return res
 
 
-def validate(model: SkildModel, reference: np.ndarray, out_dir: str | Path, baseline: SkildModel | None = None,
-             n_generate: int | None = None, n_superres: int | None = None, factors: list[int] | None = None,
-             method: str | None = None, seed: int | None = None, steps: int | None = -1,
-             batch_size: int | None = None, reference_path: str | None = None) -> dict:
-    """Generate, super-resolve and compare with ``reference`` ``(N, L, L)``; write the report into ``out_dir``.
-
-    ``method``: how inputs are made from the reference, ``"majority"`` (block spins) or ``"average"``.
-    ``steps = -1``: the model's ``sample.steps``. Returns the metrics dict (also written to ``metrics.json``).
-    """
-    from simdiff.utils.io import write_json
-
-    vcfg = model.cfg.validate
-    n_generate = n_generate or vcfg.num_generate
-    n_superres = n_superres or vcfg.num_superres
-    factors = list(factors) if factors is not None else list(vcfg.sr_factors)
-    method = method or vcfg.downsample
-    if method not in ("majority", "average"):
-        raise ValueError(f"method: expected 'majority' or 'average', received {method!r}")
-    seed = vcfg.seed if seed is None else seed
+def _check_inputs(model: SkildModel, baseline: SkildModel | None, reference: np.ndarray, factors: list[int],
+                  methods: list[str]) -> np.ndarray:
+    L = model.L
     if model.kind != "spectral":
         raise ValueError("validate: expected a SKILD (spectral) model as DIR; pass the white-noise run as --baseline")
-    if baseline is not None and (baseline.kind != "gaussian" or baseline.L != model.L):
-        raise ValueError(f"--baseline: expected a white-noise (gaussian) model with L = {model.L}, received "
+    if baseline is not None and (baseline.kind != "gaussian" or baseline.L != L):
+        raise ValueError(f"--baseline: expected a white-noise (gaussian) model with L = {L}, received "
                          f"kind={baseline.kind}, L={baseline.L}")
+    bad = [m for m in methods if m not in ("majority", "average")]
+    if bad or not methods:
+        raise ValueError(f"downsample: expected 'majority' and/or 'average', received {methods}")
+    for b in factors:
+        if L % b or not math.ceil(L / 8) <= L // b:
+            raise ValueError(f"factors: expected divisors b of L = {L} with L / b >= L / 8, received {b}")
     ref = np.asarray(reference)
-    L = model.L
     if ref.ndim != 3 or ref.shape[1:] != (L, L):
         raise ValueError(f"reference: expected lattices (N, {L}, {L}) for the model's L = {L}, received "
                          f"{tuple(ref.shape)}")
     if ref.shape[0] < 4:
         raise ValueError(f"reference: expected at least 4 lattices, received {ref.shape[0]}")
-    for b in factors:
-        if L % b or not math.ceil(L / 8) <= L // b:
-            raise ValueError(f"factors: expected divisors b of L = {L} with L / b >= L / 8, received {b}")
-    ref = to_spins(ref)
-    T = model.cfg.data.temperature
+    return to_spins(ref)
+
+
+def _generation(model: SkildModel, baseline: SkildModel | None, ref: np.ndarray, n: int, seed: int, steps,
+                batch_size, samples: dict) -> dict:
+    """Unconditional generation of both models, each compared with the whole reference set."""
+    out = {}
+    for name, m in (("skild", model), ("white_noise", baseline)):
+        if m is None:
+            continue
+        t0 = time.perf_counter()
+        x = generate(m, n, seed=seed, steps=steps, batch_size=batch_size)[:, 0].numpy()
+        out[name] = _entry(x, ref, m.cfg.data.temperature, {"wall_s": time.perf_counter() - t0})
+        samples[name] = x[:8]
+    return out
+
+
+def _superres_block(model: SkildModel, baseline: SkildModel | None, truth: np.ndarray, ref_a: np.ndarray,
+                    b: int, method: str, seed: int, steps, batch_size, samples: dict, key: str) -> dict:
+    """Inputs ``method``-coarse-grained by ``b`` from ``truth``; SKILD, nearest-neighbour and SDEdit outputs are
+    compared with the independent half ``ref_a``."""
+    T, L = model.cfg.data.temperature, model.L
+    low = downsample(truth, b, method, seed)
+    entries: dict[str, Any] = {"R": int(low.shape[-1]), "factor": b, "downsample": method,
+                               "n_inputs": int(low.shape[0])}
+    t0 = time.perf_counter()
+    xs, info = superres(model, low.astype(np.float32), seed=seed, steps=steps, batch_size=batch_size,
+                        input_kind=method)
+    xs = xs[:, 0].numpy()
+    entries["skild"] = _entry(xs, ref_a, T, {**info, "wall_s": time.perf_counter() - t0,
+                                             **_fidelity(xs, low, truth, b, method, seed)})
+    nn = nearest_upsample(_torch(low), L).numpy()
+    entries["nearest"] = _entry(nn, ref_a, T, _fidelity(nn, low, truth, b, method, seed))
+    samples[f"input_{key}"], samples[f"truth_{key}"] = low[:8], truth[:8]
+    samples[f"skild_{key}"], samples[f"nearest_{key}"] = xs[:8], nn[:8]
+    if baseline is not None:
+        t0 = time.perf_counter()
+        xd, dinfo = sdedit_superres(baseline, low.astype(np.float32), seed=seed, steps=steps,
+                                    batch_size=batch_size)
+        xd = xd[:, 0].numpy()
+        entries["sdedit_white_noise"] = _entry(xd, ref_a, T, {**dinfo, "wall_s": time.perf_counter() - t0,
+                                                              **_fidelity(xd, low, truth, b, method, seed)})
+        samples[f"sdedit_{key}"] = xd[:8]
+    return entries
+
+
+def validate(model: SkildModel, reference: np.ndarray, out_dir: str | Path, baseline: SkildModel | None = None,
+             n_generate: int | None = None, n_superres: int | None = None, factors: list[int] | None = None,
+             method: str | list[str] | None = None, seed: int | None = None, steps: int | None = -1,
+             batch_size: int | None = None, reference_path: str | None = None) -> dict:
+    """Generate, super-resolve and compare with ``reference`` ``(N, L, L)``; write the report into ``out_dir``.
+
+    ``method``: how inputs are made from the reference, ``"majority"`` (block spins) and/or ``"average"``.
+    ``steps = -1``: the model's ``sample.steps``. Returns the metrics dict (also written to ``metrics.json``).
+    """
+    from physics.observables import summary
+    from simdiff.pipelines.skild.report import write_report
+    from simdiff.utils.io import write_json
+
+    vcfg = model.cfg.validate
+    factors = list(factors) if factors is not None else list(vcfg.sr_factors)
+    methods = [method] if isinstance(method, str) else list(method or [vcfg.downsample])
+    ref = _check_inputs(model, baseline, reference, factors, methods)
+    seed = vcfg.seed if seed is None else seed
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-
-    half = ref.shape[0] // 2
-    ref_a, ref_b = ref[:half], ref[half:]
-    n_superres = min(n_superres, ref_b.shape[0])
-    from physics.observables import summary
-
+    # Super-resolution inputs come from the second half, outputs are compared with the first (independent).
+    ref_a, ref_b = ref[: ref.shape[0] // 2], ref[ref.shape[0] // 2:]
+    truth = ref_b[: min(n_superres or vcfg.num_superres, ref_b.shape[0])]
+    T = model.cfg.data.temperature
     metrics: dict[str, Any] = {
         "model": str(model.path), "baseline": str(baseline.path) if baseline else None,
-        "reference": reference_path, "L": L, "temperature": T, "n_reference": int(ref.shape[0]),
+        "reference": reference_path, "L": model.L, "temperature": T, "n_reference": int(ref.shape[0]),
         "seed": seed, "sampler_steps": model.cfg.sample.steps if steps == -1 else steps,
-        "downsample": method, "spectrum": dict(zip(("C", "alpha", "k0sq"), model.spectrum)),
+        "downsample": methods, "spectrum": dict(zip(("C", "alpha", "k0sq"), model.spectrum)),
         "train": model.meta.get("train"), "command": model.meta.get("command"),
-        "reference_observables": summary(ref, temperature=T), "generation": {}, "superres": {},
+        "reference_observables": summary(ref, temperature=T), "superres": {},
     }
     samples: dict[str, np.ndarray] = {"reference": ref[:8]}
-
-    # 1. unconditional generation, compared with the whole reference set
-    t0 = time.perf_counter()
-    x = generate(model, n_generate, seed=seed, steps=steps, batch_size=batch_size)[:, 0].numpy()
-    metrics["generation"]["skild"] = _entry(x, ref, T, {"wall_s": time.perf_counter() - t0})
-    samples["skild"] = x[:8]
-    if baseline is not None:
-        t0 = time.perf_counter()
-        xb = generate(baseline, n_generate, seed=seed, steps=steps, batch_size=batch_size)[:, 0].numpy()
-        metrics["generation"]["white_noise"] = _entry(xb, ref, T, {"wall_s": time.perf_counter() - t0})
-        samples["white_noise"] = xb[:8]
-
-    # 2. super-resolution of real low-resolution inputs made from the held-out half ref_b; outputs are
-    #    compared with the other half ref_a (independent ensembles)
-    for b in factors:
-        truth = ref_b[:n_superres]
-        low = downsample(truth, b, method, seed)
-        key = f"{b}x"
-        entries: dict[str, Any] = {"R": int(low.shape[-1]), "factor": b, "n_inputs": int(low.shape[0])}
-        t0 = time.perf_counter()
-        xs, info = superres(model, low.astype(np.float32), seed=seed, steps=steps, batch_size=batch_size,
-                            input_kind=method)
-        xs = xs[:, 0].numpy()
-        entries["skild"] = _entry(xs, ref_a, T, {**info, "wall_s": time.perf_counter() - t0,
-                                                 **_fidelity(xs, low, truth, b, method, seed)})
-        nn = nearest_upsample(_torch(low), L).numpy()
-        entries["nearest"] = _entry(nn, ref_a, T, _fidelity(nn, low, truth, b, method, seed))
-        samples[f"input_{key}"], samples[f"skild_{key}"] = low[:8], xs[:8]
-        samples[f"truth_{key}"], samples[f"nearest_{key}"] = truth[:8], nn[:8]
-        if baseline is not None:
-            t0 = time.perf_counter()
-            xd, dinfo = sdedit_superres(baseline, low.astype(np.float32), seed=seed, steps=steps,
-                                        batch_size=batch_size)
-            xd = xd[:, 0].numpy()
-            entries["sdedit_white_noise"] = _entry(xd, ref_a, T, {**dinfo, "wall_s": time.perf_counter() - t0,
-                                                                  **_fidelity(xd, low, truth, b, method, seed)})
-            samples[f"sdedit_{key}"] = xd[:8]
-        metrics["superres"][key] = entries
-
+    metrics["generation"] = _generation(model, baseline, ref, n_generate or vcfg.num_generate, seed, steps,
+                                        batch_size, samples)
+    for method_ in methods:
+        for b in factors:
+            key = f"{b}x-{method_}"
+            metrics["superres"][key] = _superres_block(model, baseline, truth, ref_a, b, method_, seed, steps,
+                                                       batch_size, samples, key)
     metrics["wall_s"] = time.perf_counter() - t_start
     metrics["verdict"] = _verdict(metrics)
     write_json(out_dir / "metrics.json", metrics)
-    from simdiff.pipelines.skild.report import write_report
-
     write_report(metrics, samples, out_dir)
     return metrics
 

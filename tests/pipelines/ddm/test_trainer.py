@@ -192,3 +192,10 @@ def test_config_errors_are_user_errors(tmp_path, lattice_data):
     train_ddm(load(tiny_config(lattice_data)), run, backend="sequential", members=["router"], command=["t"])
     with pytest.raises(ValueError, match="different config"):
         train_ddm(load(tiny_config(lattice_data, **{"router.steps": 13})), run, backend="sequential")
+    # sampler settings do not change what is trained: allowed on a resume, and recorded for later sampling
+    summary = train_ddm(load(tiny_config(lattice_data, **{"skild.sample.steps": 3})), run, backend="sequential",
+                        members=["router"])
+    assert summary["members"]["router"]["status"] == "cached"
+    from simdiff.pipelines.ddm.trainer import load_run_config
+
+    assert load_run_config(run).skild.sample.steps == 3

@@ -20,7 +20,7 @@ from simdiff.pipelines.mol.stages import (
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "mol"
 
 
-@pytest.mark.parametrize("name", ["tiny", "quickstart", "push", "lift"])
+@pytest.mark.parametrize("name", ["tiny", "quickstart", "push", "lift", "sweep_push"])
 def test_shipped_configs_load(name):
     cfg = load_config(MolConfig, CONFIGS / f"{name}.yaml")
     assert cfg.demos.per_domain >= 1 and cfg.evaluation.episodes >= 1

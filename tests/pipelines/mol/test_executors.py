@@ -24,13 +24,13 @@ def test_local_and_ray_executors_give_the_same_specialists(tmp_path):
     import ray
 
     cfg = with_overrides(load_config(MolConfig, TINY), env={"domains": [0, 1]}, specialist={"steps": 8},
-                         executor={"backend": "local", "workers": 2})
+                         executor={"backend": "local", "workers": 1})  # one worker: fewer process starts
     run_pipeline(cfg, tmp_path / "local", stop_after="specialists", quiet=True)
     # The same run directory, specialists redone on Ray (the demos are shared, so only training differs).
     shutil.copytree(tmp_path / "local", tmp_path / "ray")
     invalidate_from(tmp_path / "ray", build_stages(cfg), "specialists")  # clears the specialists too
     assert not (tmp_path / "ray" / "specialists").exists()
-    ray_cfg = with_overrides(cfg, executor={"backend": "ray", "workers": 2})
+    ray_cfg = with_overrides(cfg, executor={"backend": "ray", "workers": 1})
     try:
         run_pipeline(ray_cfg, tmp_path / "ray", stop_after="specialists", quiet=True)
     finally:

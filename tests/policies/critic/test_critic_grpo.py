@@ -154,3 +154,16 @@ def test_run_grpo_drivers(tiny_policy, mode):
     assert all(torch.equal(a, b) for a, b in zip(before, tiny_policy.net.parameters()))  # base untouched
     assert any(not torch.equal(a, b) for a, b in zip(before, res.policy.net.parameters()))
     assert updates_to_reach(res.curve, 0.5) == 3 and updates_to_reach(res.curve, 0.9) is None
+
+
+def test_stepwise_max_t_limits_the_branched_steps(tiny_policy):
+    den = PolicyDenoiser(tiny_policy)
+    critic = _ToyCritic(tiny_policy, den.counter)
+    feat = tiny_policy.obs_features(torch.zeros(3, 2, 20))
+    plan = den.plan()
+    low = plan[-2][1]  # the last stochastic step's t_prev
+    s = stepwise_samples(den, critic, feat, 2, 1.0, 1e-6, torch.Generator().manual_seed(0), max_t=low)
+    assert set(s.t_prev.tolist()) == {low} and len(s) == 3 * 2
+    with pytest.raises(ValueError, match="no denoising step"):
+        run_grpo(tiny_policy, GrpoConfig(k=2, episodes_per_iter=2, stepwise_max_t=0, min_train_std=10.0),
+                 "stepwise", env_id="simdiff/Push-v0", critic=critic)
