@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from policies.batching import ChunkedBatchPolicy
 from policies.critic.adapter import PolicyDenoiser, sample_chunks
 from policies.critic.sim_state import EnvSnapshot, box_goal_distance, restore, snapshot
 
@@ -88,7 +89,7 @@ def spare_envs(env_id: str, n: int) -> list[Any]:
     return envs
 
 
-class OracleBatchPolicy:
+class OracleBatchPolicy(ChunkedBatchPolicy):
     """Best-of-``k`` by TRUE simulator outcome (a diagnostic upper bound, not a deployable policy).
 
     At each replanning point of a slot, ``k`` chunks are drawn from the base sampler (DDIM ``eta``), each is
@@ -111,25 +112,19 @@ class OracleBatchPolicy:
 
     def reset(self, n: int) -> None:
         d = self.den
-        self._hist = np.zeros((n, d.obs_horizon, d.obs_dim), dtype=np.float32)
-        self._queue = np.zeros((n, d.action_horizon, d.action_dim), dtype=np.float32)
-        self._pos = np.full(n, d.action_horizon, dtype=np.int64)
-        self._fresh = np.ones(n, dtype=bool)
-        self._gens: list[torch.Generator | None] = [None] * n
+        self._allocate(n, d.obs_horizon, d.obs_dim, d.action_horizon, d.action_dim)
         self._envs: list[Any] = [None] * n
         self._t = np.zeros(n, dtype=np.int64)
         self._seed = np.zeros(n, dtype=np.int64)
 
     def begin(self, slot: int, env: Any, seed: int) -> None:
-        self._pos[slot] = self._queue.shape[1]
-        self._fresh[slot] = True
-        self._gens[slot] = torch.Generator().manual_seed(int(seed))
+        super().begin(slot, env, seed)
         self._envs[slot] = env
         self._t[slot] = 0
         self._seed[slot] = int(seed)
 
     @torch.no_grad()
-    def _plan(self, need: np.ndarray) -> None:
+    def _chunks(self, need: np.ndarray) -> np.ndarray:
         from policies.critic.preferences import chunk_utility
 
         d, k = self.den, self.k
@@ -147,25 +142,15 @@ class OracleBatchPolicy:
         res = run_candidates(self._spares[:rows], [sn for sn in snaps for _ in range(k)], acts,
                              np.repeat(self._hist[need], k, axis=0), d, self.lookahead, seeds)
         horizon = d.action_horizon * (1 + self.lookahead)
-        for r, s in enumerate(need.tolist()):
+        best = []
+        for r in range(need.size):
             utils = [chunk_utility(o["success_step"], d0[r], o["d_end"], horizon) for o in res[r * k:(r + 1) * k]]
-            self._queue[s] = acts[r * k + int(np.argmax(utils))]
+            best.append(r * k + int(np.argmax(utils)))
+        return acts[best]
 
     def act(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        slots = np.asarray(slots, dtype=np.int64)
-        obs = np.asarray(obs, dtype=np.float32)
-        fresh = self._fresh[slots]
-        hist = np.concatenate([self._hist[slots, 1:], obs[:, None]], axis=1)
-        hist[fresh] = obs[fresh][:, None]
-        self._hist[slots] = hist
-        self._fresh[slots] = False
-        need = slots[self._pos[slots] >= self._queue.shape[1]]
-        if need.size:
-            self._plan(need)
-            self._pos[need] = 0
-        out = self._queue[slots, self._pos[slots]]
-        self._pos[slots] += 1
-        self._t[slots] += 1
+        out = super().act(obs, slots)
+        self._t[np.asarray(slots, dtype=np.int64)] += 1
         return out
 
 

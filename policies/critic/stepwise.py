@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from policies.batching import ChunkedBatchPolicy
 from policies.critic.adapter import Generators, PolicyDenoiser, row_randn, sample_chunks
 
 Method = Literal["base", "terminal", "stepwise"]
@@ -118,7 +119,7 @@ def guided_chunks(method: Method, den: PolicyDenoiser, critic: Any, obs_history:
     return sampler(den, cond, score_fn, k, eta, generators)
 
 
-class CriticGuidedBatchPolicy:
+class CriticGuidedBatchPolicy(ChunkedBatchPolicy):
     """A ``BatchPolicy`` (``simdiff.pipelines.evaluate``) that plans each chunk with :func:`guided_chunks`.
 
     Receding horizon as the diffusion policy's own adapter: each slot keeps its observation history (the
@@ -141,36 +142,13 @@ class CriticGuidedBatchPolicy:
 
     def reset(self, n: int) -> None:
         d = self.den
-        self._hist = np.zeros((n, d.obs_horizon, d.obs_dim), dtype=np.float32)
-        self._queue = np.zeros((n, d.action_horizon, d.action_dim), dtype=np.float32)
-        self._pos = np.full(n, d.action_horizon, dtype=np.int64)
-        self._fresh = np.ones(n, dtype=bool)
-        self._gens: list[torch.Generator | None] = [None] * n
+        self._allocate(n, d.obs_horizon, d.obs_dim, d.action_horizon, d.action_dim)
 
-    def begin(self, slot: int, env: Any, seed: int) -> None:
-        self._pos[slot] = self._queue.shape[1]
-        self._fresh[slot] = True
-        self._gens[slot] = torch.Generator().manual_seed(int(seed))
-
-    def act(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        """``obs (k, Do)`` for env slots ``slots (k,)`` -> actions ``(k, Da)``."""
-        slots = np.asarray(slots, dtype=np.int64)
-        obs = np.asarray(obs, dtype=np.float32)
-        fresh = self._fresh[slots]
-        hist = np.concatenate([self._hist[slots, 1:], obs[:, None]], axis=1)
-        hist[fresh] = obs[fresh][:, None]
-        self._hist[slots] = hist
-        self._fresh[slots] = False
-        need = slots[self._pos[slots] >= self._queue.shape[1]]
-        if need.size:
-            gens = [self._gens[s] for s in need.tolist()]
-            task = None if self.task is None else torch.full((need.size,), int(self.task), dtype=torch.long)
-            x0 = guided_chunks(self.method, self.den, self.critic, self._hist[need], self.k, self.eta, gens, task)
-            self._queue[need] = self.den.to_actions(x0).to(torch.float32).numpy()
-            self._pos[need] = 0
-        out = self._queue[slots, self._pos[slots]]
-        self._pos[slots] += 1
-        return out
+    def _chunks(self, need: np.ndarray) -> np.ndarray:
+        gens = [self._gens[s] for s in need.tolist()]
+        task = None if self.task is None else torch.full((need.size,), int(self.task), dtype=torch.long)
+        x0 = guided_chunks(self.method, self.den, self.critic, self._hist[need], self.k, self.eta, gens, task)
+        return self.den.to_actions(x0).to(torch.float32).numpy()
 
 
 def evals_per_chunk(method: Method, steps: int, k: int, eta: float) -> dict[str, int]:

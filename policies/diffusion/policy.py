@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from policies.batching import ChunkedBatchPolicy
 from policies.diffusion.config import FREE_SECTIONS, DiffusionPolicyConfig, load_policy_config
 from policies.diffusion.data import Episodes
 from policies.diffusion.model import DiffusionPolicyNet
@@ -374,7 +375,7 @@ def _stored_config(src: Path, pmeta: dict) -> DiffusionPolicyConfig:
 
 
 # --------------------------------------------------------------------------------------- runner adapter
-class DiffusionBatchPolicy:
+class DiffusionBatchPolicy(ChunkedBatchPolicy):
     """Drives ``n`` env slots with one :class:`DiffusionPolicy` (the ``BatchPolicy`` protocol of
     ``simdiff.pipelines.evaluate``).
 
@@ -390,37 +391,12 @@ class DiffusionBatchPolicy:
 
     def reset(self, n: int) -> None:
         To, _, Ta = self.policy.horizons
-        self._hist = np.zeros((n, To, self.policy.obs_dim), dtype=np.float32)
-        self._queue = np.zeros((n, Ta, self.policy.action_dim), dtype=np.float32)
-        self._pos = np.full(n, Ta, dtype=np.int64)     # next queue index; Ta = empty
-        self._fresh = np.ones(n, dtype=bool)            # no observation seen since begin()
-        self._gens: list[torch.Generator | None] = [None] * n
+        self._allocate(n, To, self.policy.obs_dim, Ta, self.policy.action_dim)
 
-    def begin(self, slot: int, env: Any, seed: int) -> None:
-        self._pos[slot] = self._queue.shape[1]
-        self._fresh[slot] = True
-        self._gens[slot] = torch.Generator().manual_seed(int(seed))
-
-    def act(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        """``obs (k, Do)`` for env slots ``slots (k,)`` -> actions ``(k, Da)``."""
-        slots = np.asarray(slots, dtype=np.int64)
-        obs = np.asarray(obs, dtype=np.float32)
-        fresh = self._fresh[slots]
-        # Shift each history by one step; a fresh slot repeats its first observation (as at training time).
-        hist = np.concatenate([self._hist[slots, 1:], obs[:, None]], axis=1)
-        hist[fresh] = obs[fresh][:, None]
-        self._hist[slots] = hist
-        self._fresh[slots] = False
-        need = slots[self._pos[slots] >= self._queue.shape[1]]
-        if need.size:
-            gens = [self._gens[s] for s in need.tolist()]
-            task = None if self.task is None else torch.full((need.size,), int(self.task), dtype=torch.long)
-            chunk = self.policy.predict_action(self._hist[need], gens, task)
-            self._queue[need] = chunk.to(torch.float32).numpy()
-            self._pos[need] = 0
-        out = self._queue[slots, self._pos[slots]]
-        self._pos[slots] += 1
-        return out
+    def _chunks(self, need: np.ndarray) -> np.ndarray:
+        gens = [self._gens[s] for s in need.tolist()]
+        task = None if self.task is None else torch.full((need.size,), int(self.task), dtype=torch.long)
+        return self.policy.predict_action(self._hist[need], gens, task).to(torch.float32).numpy()
 
 
 def replace_config(cfg: DiffusionPolicyConfig, **sections: Any) -> DiffusionPolicyConfig:

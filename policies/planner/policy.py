@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from policies.batching import ChunkedBatchPolicy
 from policies.planner.config import PlannerConfig
 from policies.planner.model import PlannerModel
 from policies.planner.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state
@@ -279,7 +280,7 @@ class PlannerPolicy:
                 "plan_tokens": self.plan_tokens, "flops_per_forward": self.model.flops(self.cfg.sample_loops)}
 
 
-class PlannerBatchPolicy:
+class PlannerBatchPolicy(ChunkedBatchPolicy):
     """Drives ``n`` env slots with one planner (the ``BatchPolicy`` protocol of ``simdiff.pipelines.evaluate``).
 
     Each slot keeps its observation history (the first observation repeated at an episode's start, as in
@@ -292,41 +293,17 @@ class PlannerBatchPolicy:
         self.policy, self.sample_kw = policy, sample_kw
         self.reset(0)
 
-    @property
-    def num_slots(self) -> int:
-        return self._hist.shape[0]
-
     def reset(self, n: int) -> None:
         cfg = self.policy.cfg
-        self._hist = np.zeros((n, cfg.obs_horizon, self.policy.layout.obs_dim), dtype=np.float32)
-        self._queue = np.zeros((n, cfg.action_steps, self.policy.action_dim), dtype=np.float32)
-        self._pos = np.full(n, cfg.action_steps, dtype=np.int64)  # next queue index; action_steps = empty
-        self._fresh = np.ones(n, dtype=bool)
-        self._gens: list[torch.Generator | None] = [None] * n
+        self._allocate(n, cfg.obs_horizon, self.policy.layout.obs_dim, cfg.action_steps, self.policy.action_dim)
 
-    def begin(self, slot: int, env: Any, seed: int | None) -> None:
-        self._pos[slot] = self._queue.shape[1]
-        self._fresh[slot] = True
-        self._gens[slot] = None if seed is None else torch.Generator().manual_seed(int(seed))
+    def _prepare_obs(self, obs: np.ndarray) -> np.ndarray:
+        return obs[:, :self._hist.shape[2]]
 
-    def act(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        """``obs`` (k, Do) for env slots ``slots`` (k,) -> actions (k, Da)."""
-        slots = np.asarray(slots, dtype=np.int64)
-        obs = np.asarray(obs, dtype=np.float32)[:, :self._hist.shape[2]]
-        fresh = self._fresh[slots]
-        hist = np.concatenate([self._hist[slots, 1:], obs[:, None]], axis=1)
-        hist[fresh] = obs[fresh][:, None]
-        self._hist[slots] = hist
-        self._fresh[slots] = False
-        need = slots[self._pos[slots] >= self._queue.shape[1]]
-        if need.size:
-            gens = [self._gens[s] for s in need.tolist()]
-            plan = self.policy.predict_action(torch.from_numpy(self._hist[need]), gens, **self.sample_kw)
-            self._queue[need] = plan[:, :self._queue.shape[1]].numpy()
-            self._pos[need] = 0
-        out = self._queue[slots, self._pos[slots]]
-        self._pos[slots] += 1
-        return out
+    def _chunks(self, need: np.ndarray) -> np.ndarray:
+        gens = [self._gens[s] for s in need.tolist()]
+        plan = self.policy.predict_action(torch.from_numpy(self._hist[need]), gens, **self.sample_kw)
+        return plan[:, :self._queue.shape[1]].numpy()
 
 
 __all__ = ["ObsLayout", "make_windows", "PlannerPolicy", "PlannerBatchPolicy", "POLICY_KIND"]
