@@ -19,6 +19,7 @@ domain context (already normalized by the env) of the newest observation is appe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from policies.diffusion.data import Episodes
 from policies.diffusion.model import DiffusionPolicyNet
 from policies.diffusion.normalizer import Normalizer
 from simdiff.errors import CheckpointError
+from simdiff.nets.frozen import FrozenForward
 from simdiff.processes import gaussian as G
 
 POLICY_KIND = "simdiff.diffusion_policy"
@@ -80,6 +82,25 @@ def ddim_update(model_out: Tensor, x: Tensor, coef: tuple[int, float, float, flo
         x0 = x0.clamp(-clip, clip)
         eps = (x - sab * x0) / s1m  # keep eps consistent with the clipped x0, as the engine does
     return sab_prev * x0 + s1m_prev * eps
+
+
+def ddim_loop(unet: torch.nn.Module, x: Tensor, cond: Tensor | None, *,
+              plan: Sequence[tuple[int, float, float, float, float]], prediction: str, clip: float | None) -> Tensor:
+    """Deterministic DDIM from ``x (B, Tp, Da)`` along ``plan`` (see :func:`ddim_plan`) -> ``(B, Tp, Da)``.
+
+    The conditioning of every step is computed once up front (it does not change over the loop); a pure
+    function of its tensor inputs, so the policy can run it as one frozen graph.
+    """
+    steps = torch.tensor([c[0] for c in plan], dtype=torch.long)
+    films = unet.film_steps(*unet.film_terms(steps, cond))
+    for coef, film in zip(plan, films):
+        x = ddim_update(unet.forward(x, film=film), x, coef, prediction, clip)
+    return x
+
+
+def _unet_film_forward(unet: torch.nn.Module, x: Tensor, *film: Tensor) -> Tensor:
+    """``unet.forward(x, film=...)`` with the FiLM pairs flattened to ``scale0, bias0, scale1, ...``."""
+    return unet.forward(x, film=[(film[i], film[i + 1]) for i in range(0, len(film), 2)])
 
 
 def draw_noise(shape: tuple[int, ...], generator: Generators, dtype: torch.dtype,
@@ -233,23 +254,36 @@ class DiffusionPolicy:
         cache = self.__dict__.setdefault("_plans", {})
         if key not in cache:
             cache[key] = ddim_plan(self.schedule, self.inference_steps)
-        plan = cache[key]
-        unet = net.unet
-        # 1. conditioning for every step at once: it stays fixed over the denoising loop
-        steps = torch.tensor([c[0] for c in plan], dtype=torch.long)
-        films = unet.film_steps(*unet.film_terms(steps, cond))
-        prediction, clip = self.cfg.noise.prediction, self.cfg.noise.clip
-        for coef, film in zip(plan, films):
-            out = unet.forward(x, film=film)                                     # 2. predict
-            x = ddim_update(out, x, coef, prediction, clip)                      # 3. step
-        return x
+        unet, noise = net.unet, self.cfg.noise
+        loop = functools.partial(ddim_loop, plan=cache[key], prediction=noise.prediction, clip=noise.clip)
+        if not noise.frozen_graph or cond is None:
+            return loop(unet, x, cond)
+        # The whole deterministic loop (conditioning, every step's forward and update) as one frozen graph.
+        graphs = self.__dict__.setdefault("_frozen", {})
+        gkey = (id(unet), *key, noise.prediction, noise.clip)
+        frozen = graphs.get(gkey)
+        if frozen is None or frozen.module is not unet:
+            frozen = graphs[gkey] = FrozenForward(unet, loop)
+        return frozen.refresh()(x, cond)  # refresh: training may have changed the weights since the last chunk
+
+    def _denoiser(self, unet: torch.nn.Module):
+        """``(x, film) -> prediction``: the U-Net's forward, as a frozen graph when ``noise.frozen_graph``."""
+        if not self.cfg.noise.frozen_graph:
+            return lambda x, film: unet.forward(x, film=film)
+        cache = self.__dict__.setdefault("_frozen", {})
+        frozen = cache.get(id(unet))
+        if frozen is None or frozen.module is not unet:
+            frozen = cache[id(unet)] = FrozenForward(unet, _unet_film_forward)
+        frozen.refresh()  # once per chunk: training may have changed the weights since the last one
+        return lambda x, film: frozen(x, *(t for pair in film for t in pair))
 
     def _sample_ddpm(self, net: DiffusionPolicyNet, x: Tensor, cond: Tensor, generator: Generators) -> Tensor:
         unet = net.unet
         steps = torch.arange(self.schedule.num_steps - 1, -1, -1)
         step_terms, cond_terms = unet.film_terms(steps, cond)
+        denoise = self._denoiser(unet)
         for k, t in enumerate(steps.tolist()):
-            out = unet(x, film=unet.film_at(step_terms, cond_terms, k))
+            out = denoise(x, unet.film_at(step_terms, cond_terms, k))
             mean, std = G.ddpm_step_mean_std(out, x, t, self.schedule, self.cfg.noise.prediction,
                                              self.cfg.noise.clip)
             x = mean + std * draw_noise(tuple(x.shape), generator, x.dtype, x.device)

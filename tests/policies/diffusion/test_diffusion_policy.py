@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +151,22 @@ def test_ddpm_sampler_is_seeded_per_row(tiny_cfg):
     b = pol.predict_action(obs[1:2], [torch.Generator().manual_seed(2)])
     assert a.shape == (3, pol.horizons[2], 2)
     torch.testing.assert_close(a[1:2], b, rtol=1e-9, atol=1e-9)
+
+
+def test_frozen_graph_sampling_equals_eager_and_follows_training(toy_policy):
+    obs = torch.randn(3, 2, 7)
+
+    def sample(pol):
+        return pol.predict_action(obs, [torch.Generator().manual_seed(s) for s in (1, 2, 3)], full=True)
+
+    assert toy_policy.cfg.noise.frozen_graph
+    eager = copy.copy(toy_policy)  # shares the networks
+    eager.cfg = replace_config(toy_policy.cfg, noise={"frozen_graph": False})
+    first = sample(toy_policy)
+    torch.testing.assert_close(first, sample(eager), rtol=0, atol=1e-6)
+    with torch.no_grad():  # a training step between two chunks must reach the frozen graph
+        for w in toy_policy.net.parameters():
+            w.mul_(1.1)
+    second = sample(toy_policy)
+    torch.testing.assert_close(second, sample(eager), rtol=0, atol=1e-6)
+    assert not torch.allclose(first, second)
