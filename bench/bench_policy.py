@@ -76,6 +76,18 @@ def bench_latency(policy, steps: list[int], repeats: int) -> list[dict]:
     return rows
 
 
+def _with_frozen_graph(policy, on: bool):
+    """A view of ``policy`` sharing its networks, with ``noise.frozen_graph`` set to ``on``."""
+    import copy
+
+    from policies.diffusion.policy import replace_config
+
+    twin = copy.copy(policy)
+    twin.cfg = replace_config(policy.cfg, noise={"frozen_graph": on})
+    twin.__dict__["_frozen"] = {}
+    return twin
+
+
 def bench_training(policy, steps: int, batch_size: int) -> dict:
     import copy
 
@@ -149,6 +161,16 @@ def main(argv: list[str] | None = None) -> int:
         mark = "  <- default" if r["ddim_steps"] == policy.cfg.noise.inference_steps else ""
         print(f"  {r['ddim_steps']:3d} DDIM steps: {r['cpu_ms']:6.2f} ms CPU ({r['cpu_ms'] / TARGET_MS:.2f}x the "
               f"{TARGET_MS:g} ms target), {r['wall_ms']:6.2f} ms wall, best {r['best_wall_ms']:6.2f} ms{mark}")
+
+    # Baseline in the same run: the same policy with the denoiser run eagerly (no frozen graph).
+    default = policy.cfg.noise.inference_steps
+    frozen = policy.cfg.noise.frozen_graph
+    other = _with_frozen_graph(policy, not frozen)
+    (alt,) = bench_latency(other, [default], args.repeats)
+    (ref,) = bench_latency(policy, [default], args.repeats)
+    names = ("frozen graph", "eager") if frozen else ("eager", "frozen graph")
+    print(f"  {default} steps, {names[0]} vs {names[1]} (interleaved re-run): {ref['cpu_ms']:.2f} vs "
+          f"{alt['cpu_ms']:.2f} ms CPU ({alt['cpu_ms'] / ref['cpu_ms']:.2f}x)")
 
     tr = bench_training(policy, args.train_steps, policy.cfg.train.batch_size)
     print(f"\ntraining: {tr['samples_per_cpu_s']:.0f} samples per CPU second, {tr['samples_per_wall_s']:.0f} per wall "
