@@ -9,7 +9,7 @@ worker start for Ray; the Ray instance itself is started before the clock). Targ
 On a shared machine the load changes between settings: ``--repeats`` interleaves the settings (1, 2, 1, 2, ...)
 and keeps the best time of each.
 
-    python bench/bench_ddm.py [--experts 4] [--steps 60] [--L 16] [--backends local,ray] [--repeats 1]
+    python bench/bench_ddm.py [--experts 4] [--steps 250] [--L 16] [--backends local,ray] [--repeats 1]
                               [--json PATH]
 """
 
@@ -29,13 +29,14 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 SCALING_TARGET = 1.7
 
 
-def _config(data: Path, experts: int, steps: int, L: int, batch: int, channels: int) -> dict:
+def _config(data: Path, experts: int, steps: int, L: int, batch: int, channels: int,
+            mults: tuple[int, ...] = (1, 2, 2)) -> dict:
     return {"name": "bench_ddm", "domain": "ising", "num_experts": experts,
             "partition": {"n_init": 2, "spectral_shells": 0, "min_cluster_size": 1},
             "router": {"steps": 1, "batch_size": 8},
             "compute": {"split": "equal", "min_steps": 1, "monolithic": False},
             "skild": {"data": {"path": str(data), "L": L}, "process": {"num_steps": 100},
-                      "model": {"base_channels": channels, "channel_mults": [1, 2], "time_dim": 16},
+                      "model": {"base_channels": channels, "channel_mults": list(mults), "time_dim": 32},
                       "train": {"steps": steps * experts, "batch_size": batch, "ckpt_every": 0,
                                 "log_every": max(1, steps)}}}
 
@@ -59,7 +60,7 @@ def _ray_start(workers: int) -> None:
 
 def measure(experts: int = 4, steps: int = 60, L: int = 16, batch: int = 32, channels: int = 8,
             backends: tuple[str, ...] = ("local", "ray"), workers: tuple[int, ...] = (1, 2),
-            repeats: int = 1, root: Path | None = None) -> dict:
+            repeats: int = 1, root: Path | None = None, mults: tuple[int, ...] = (1, 2, 2)) -> dict:
     """Time the expert jobs for every (backend, workers); returns ``{backend: {workers: seconds, ...}}``."""
     import numpy as np
 
@@ -71,13 +72,13 @@ def measure(experts: int = 4, steps: int = 60, L: int = 16, batch: int = 32, cha
     try:
         data = tmp / "data.npz"
         np.savez(data, spins=_lattices(experts, 64, L))
-        cfg = load_config(DDMConfig, _config(data, experts, steps, L, batch, channels))
+        cfg = load_config(DDMConfig, _config(data, experts, steps, L, batch, channels, mults))
         base = tmp / "prepared"
         init_run(cfg, base, ["bench"])
         plan = prepare(cfg, base)
         members = [expert_name(k) for k in range(experts)]
         out: dict = {"experts": experts, "steps_per_expert": [plan["members"][m]["steps"] for m in members],
-                     "L": L, "batch_size": batch, "base_channels": channels, "cpu_count": os.cpu_count(),
+                     "L": L, "batch_size": batch, "base_channels": channels, "channel_mults": list(mults), "cpu_count": os.cpu_count(),
                      "load_avg_start": list(os.getloadavg()), "results": {}}
         for backend in backends:
             res: dict = {}
@@ -118,10 +119,13 @@ def _time_setting(cfg, base: Path, run: Path, backend: str, w: int, members: lis
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_ddm", description=__doc__.splitlines()[0])
     parser.add_argument("--experts", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=60, help="optimisation steps per expert (default: 60)")
+    # Defaults: the expert jobs of configs/ddm/ising16_quick.yaml (same network and batch), with 250 steps
+    # each where that config gives its experts 245..719: the per-job start-up is not amortized over longer runs.
+    parser.add_argument("--steps", type=int, default=250, help="optimisation steps per expert (default: 250)")
     parser.add_argument("--L", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--channels", type=int, default=8, help="U-Net base channels (default: 8)")
+    parser.add_argument("--mults", default="1,2,2", help="U-Net channel multipliers (default: 1,2,2)")
     parser.add_argument("--backends", default="local,ray", help="comma-separated: local, ray (default: both)")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats, best of (default: 1)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
@@ -139,10 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("SIMDIFF_NO_PROGRESS", "1")
     if args.repeats < 1:
         parser.error(f"--repeats: expected >= 1, received {args.repeats}")
+    try:
+        mults = tuple(int(m) for m in args.mults.split(","))
+    except ValueError:
+        parser.error(f"--mults: expected comma-separated integers, received {args.mults!r}")
     res = measure(args.experts, args.steps, args.L, args.batch_size, args.channels, backends,
-                  repeats=args.repeats)
+                  repeats=args.repeats, mults=mults)
     print(f"decentralized training: {args.experts} experts x {res['steps_per_expert'][0]} steps "
-          f"(L={args.L}, batch {args.batch_size}, U-Net base {args.channels}); {res['cpu_count']} CPUs, load average "
+          f"(L={args.L}, batch {args.batch_size}, U-Net base {args.channels} x {list(mults)}); {res['cpu_count']} CPUs, load average "
           f"{res['load_avg_start'][0]:.1f} at start, {res['load_avg_end'][0]:.1f} at end")
     for backend, r in res["results"].items():
         for w in ("1", "2"):
