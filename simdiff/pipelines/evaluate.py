@@ -209,8 +209,12 @@ def _jsonable(v: Any) -> Any:
 
 def run_episodes(policy: BatchPolicy, env_id: str, level: int | str | None, seeds: Sequence[int], *,
                  batch_size: int = 64, env_kwargs: dict | None = None, first_episode: int = 0,
-                 record_actions: bool = False, on_episode: Callable[[dict], None] | None = None) -> list[dict]:
+                 record_actions: bool = False, on_episode: Callable[[dict], None] | None = None,
+                 policy_seed_offset: int = 0) -> list[dict]:
     """Roll out one episode per seed with ``batch_size`` env slots stepping together; records in seed order.
+
+    The env of an episode is reset with its seed and the policy's own generator with ``seed +
+    policy_seed_offset``: a non-zero offset replays the same initial state with fresh sampling noise.
 
     ``record_actions`` adds ``"actions" (L, Da)`` and ``"observations" (L+1, Do)`` arrays to each record
     (tests use them to compare runs).
@@ -236,7 +240,7 @@ def run_episodes(policy: BatchPolicy, env_id: str, level: int | str | None, seed
         if obs is None:
             obs = np.zeros((n_slots, o.shape[0]), dtype=np.float32)
         obs[slot] = o
-        policy.begin(slot, envs[slot], seeds[i])
+        policy.begin(slot, envs[slot], seeds[i] + policy_seed_offset)
         slot_ep[slot] = i
         live[slot] = {"episode": first_episode + i, "seed": seeds[i], "success": bool(info.get("success", False)),
                       "return": 0.0, "length": 0, "domain": _jsonable(info.get("domain", {}))}

@@ -126,3 +126,14 @@ def test_record_video_renders_the_evaluated_episodes(tmp_path):
             pytest.skip(f"headless rendering unavailable: {exc!r}")
         raise
     assert path.stat().st_size > 0
+
+
+def test_policy_seed_offset_replays_the_state_with_fresh_noise(untrained_policy):
+    kw = {"batch_size": 2, "record_actions": True, "env_kwargs": {"max_episode_steps": 8}}
+    base = run_episodes(untrained_policy.batch_policy(), ENV, 1, [3, 4], **kw)
+    same = run_episodes(untrained_policy.batch_policy(), ENV, 1, [3, 4], policy_seed_offset=0, **kw)
+    other = run_episodes(untrained_policy.batch_policy(), ENV, 1, [3, 4], policy_seed_offset=1 << 27, **kw)
+    for a, b, c in zip(base, same, other):
+        np.testing.assert_array_equal(a["observations"][0], c["observations"][0])  # same initial state
+        np.testing.assert_array_equal(a["actions"], b["actions"])
+        assert not np.allclose(a["actions"], c["actions"])

@@ -247,13 +247,49 @@ def finish_policy_job(job: dict, value: dict) -> None:
 
 
 # -- conditions -------------------------------------------------------------------------------------------------
+# Policy-noise seed offset between tries of the same rollout seed. Torch's CPU generator keeps only the low
+# 32 bits of a seed, so 16 tries times this stride, plus the env seeds (far below it), must stay under 2**32.
+ATTEMPT_SEED_STRIDE = 1 << 27
+
+
+def rollouts_with_attempts(policy, env_id: str, level: int, seeds: list[int], attempts: int, batch_envs: int,
+                           make_kwargs: dict) -> tuple[list[dict], dict]:
+    """Roll out every seed; replay the failed ones with fresh sampling noise, up to ``attempts`` tries in all.
+
+    Returns every episode (failed tries included: they are conditions too, which the success filter drops) and
+    counts: first-try success rate, share of seeds solved by some try, episodes run.
+    """
+    from simdiff.pipelines.evaluate import run_episodes
+
+    records, todo, first = [], list(seeds), float("nan")
+    solved: set[int] = set()
+    for k in range(attempts):
+        if not todo:
+            break
+        recs = run_episodes(policy.batch_policy(), env_id, level, todo, batch_size=batch_envs,
+                            env_kwargs=make_kwargs, record_actions=True, policy_seed_offset=k * ATTEMPT_SEED_STRIDE)
+        if k == 0:
+            first = float(np.mean([r["success"] for r in recs]))
+        records += recs
+        solved |= {int(r["seed"]) for r in recs if r["success"]}
+        todo = [s for s in todo if s not in solved]
+    stats = {"rollout_success": first, "seeds_solved": len(solved) / len(seeds), "rollout_episodes": len(records),
+             "attempts": attempts}
+    return records, stats
+
+
 def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, reset_seeds: list[int],
                    rollout_seeds: list[int], source: str, round_: int, domain: int, stride: int,
-                   batch_envs: int, out: str) -> dict:
-    """Executor job: unlabeled conditions of one domain and round -> ``out`` (.npz); returns counts."""
-    from simdiff.pipelines.evaluate import run_episodes
+                   batch_envs: int, out: str, attempts: int = 1) -> dict:
+    """Executor job: unlabeled conditions of one domain and round -> ``out`` (.npz); returns counts.
+
+    ``attempts > 1`` (specialist rollouts only) replays failed seeds with fresh noise; see
+    :func:`rollouts_with_attempts`.
+    """
     from simdiff.pipelines.mol import conditions as C
 
+    if attempts > 1 and source != "specialist":
+        raise ValueError(f"conditions_job: attempts > 1 applies to specialist rollouts, received source {source!r}")
     make_env = env_factory(env_id, level, make_kwargs)
     policy = load_policy(policy_dir)
     To, Tp, _ = policy.horizons
@@ -265,8 +301,8 @@ def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, 
                                      round_))
     if rollout_seeds:
         # The batched runner: the same rollouts as an evaluation on these seeds would make.
-        recs = run_episodes(policy.batch_policy(), env_id, level, rollout_seeds, batch_size=batch_envs,
-                            env_kwargs=make_kwargs, record_actions=True)
+        recs, counts = rollouts_with_attempts(policy, env_id, level, list(rollout_seeds), attempts, batch_envs,
+                                              make_kwargs)
         eps = C.Episodes(obs=[np.asarray(r["observations"][:-1], np.float32) for r in recs],
                          success=np.array([bool(r["success"]) for r in recs]),
                          seeds=np.array([int(r["seed"]) for r in recs], np.int64),
@@ -275,7 +311,7 @@ def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, 
                          actions=[np.asarray(r["actions"], np.float32) for r in recs]
                          if source == "specialist" else None)
         parts.append(C.from_episodes(eps, To, Tp, Da, domain, source, round_, stride))
-        stats["rollout_success"] = float(eps.success.mean())
+        stats.update(counts)
         stats["mean_length"] = float(eps.lengths.mean())
     cs = C.ConditionSet.concat(parts)
     cs.save(out)

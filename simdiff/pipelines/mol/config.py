@@ -110,9 +110,14 @@ class ConditionsSpec:
     stride: int = 1  # keep every stride-th step of a rollout
     seed: int = 1_000_000
     batch_envs: int = 32  # environments stepped together during rollouts
+    # Specialist tries per rollout seed: a seed whose rollout failed is replayed (same initial state) with fresh
+    # sampling noise, up to this many times in all. With the success filter, a hard initial state still yields
+    # a pseudo-demo when any try succeeds, instead of only the states the specialist solves at the first try.
+    attempts: int = 1
 
     def __post_init__(self) -> None:
         check_range("conditions.per_domain", self.per_domain, 1)
+        check_range("conditions.attempts", self.attempts, 1, 16)
         check_range("conditions.resets_per_domain", self.resets_per_domain, 0)
         check_range("conditions.rollouts_per_domain", self.rollouts_per_domain, 0)
         total = self.resets_per_domain + self.rollouts_per_domain
@@ -276,6 +281,8 @@ def config_fingerprint(cfg: MolConfig) -> str:
     d.pop("sweep", None)  # sweep settings do not change a single run
     d.pop("note", None)
     d.pop("name", None)  # cosmetic
+    if d.get("conditions", {}).get("attempts") == 1:
+        d["conditions"].pop("attempts")  # added later: at its default, runs made before it still resume
     blob = json.dumps(d, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

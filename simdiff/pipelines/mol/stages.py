@@ -415,15 +415,15 @@ def _stage_conditions(ctx: RunContext, r: int) -> dict:
             policy = specialist_dir(ctx.root, d)
             resets = list(range(s0, s0 + c.resets_per_domain))
             rolls = list(range(s0 + c.resets_per_domain, s0 + c.resets_per_domain + c.rollouts_per_domain))
-            source = "specialist"
+            source, attempts = "specialist", c.attempts
         else:
             policy = generalist_dir(ctx.root, f"distilled_r{r - 1}")
-            resets, source = [], "dagger"
+            resets, source, attempts = [], "dagger", 1
             rolls = list(range(s0, s0 + cfg.dagger.rollouts_per_domain))
         jobs.append({"env_id": cfg.env.id, "level": d, "make_kwargs": dict(cfg.env.make_kwargs),
                      "policy_dir": str(policy), "reset_seeds": resets, "rollout_seeds": rolls,
                      "source": source, "round_": r, "domain": d, "stride": c.stride, "batch_envs": c.batch_envs,
-                     "out": str(path)})
+                     "out": str(path), "attempts": attempts})
     if jobs:
         results = adapters.run_jobs(adapters.conditions_job, jobs, ctx.executor,
                                     names=[f"conditions_r{r}_domain_{j['domain']}" for j in jobs],
@@ -437,8 +437,10 @@ def _stage_conditions(ctx: RunContext, r: int) -> dict:
     for d in cfg.env.domains:
         st = read_json(conditions_path(ctx.root, r, d).with_suffix(".json"))
         out[f"domain_{d}"] = st
+        tries = (f"; {st['rollout_episodes']} episodes over {st['attempts']} tries, seeds solved "
+                 f"{st['seeds_solved']:.2f}" if st.get("attempts", 1) > 1 else "")
         ctx.log(f"  domain {d}: {st['conditions']} conditions ({st['episodes']} rollouts, "
-                f"success {st['rollout_success']:.2f})")
+                f"success {st['rollout_success']:.2f}{tries})")
     return out
 
 
