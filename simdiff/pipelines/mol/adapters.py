@@ -248,7 +248,7 @@ def finish_policy_job(job: dict, value: dict) -> None:
 
 # -- conditions -------------------------------------------------------------------------------------------------
 # Policy-noise seed offset between tries of the same rollout seed. Torch's CPU generator keeps only the low
-# 32 bits of a seed, so 16 tries times this stride, plus the env seeds (far below it), must stay under 2**32.
+# 32 bits of a seed, so the offsets of the (at most 16) tries must differ modulo 2**32: 16 * 2**27 <= 2**32.
 ATTEMPT_SEED_STRIDE = 1 << 27
 
 
