@@ -259,23 +259,23 @@ class DiffusionPolicy:
         if not noise.frozen_graph or cond is None:
             return loop(unet, x, cond)
         # The whole deterministic loop (conditioning, every step's forward and update) as one frozen graph.
-        graphs = self.__dict__.setdefault("_frozen", {})
-        gkey = (id(unet), *key, noise.prediction, noise.clip)
-        frozen = graphs.get(gkey)
-        if frozen is None or frozen.module is not unet:
-            frozen = graphs[gkey] = FrozenForward(unet, loop)
-        return frozen.refresh()(x, cond)  # refresh: training may have changed the weights since the last chunk
+        return self._frozen_graph(unet, loop, (*key, noise.prediction, noise.clip))(x, cond)
 
     def _denoiser(self, unet: torch.nn.Module):
         """``(x, film) -> prediction``: the U-Net's forward, as a frozen graph when ``noise.frozen_graph``."""
         if not self.cfg.noise.frozen_graph:
             return lambda x, film: unet.forward(x, film=film)
-        cache = self.__dict__.setdefault("_frozen", {})
-        frozen = cache.get(id(unet))
-        if frozen is None or frozen.module is not unet:
-            frozen = cache[id(unet)] = FrozenForward(unet, _unet_film_forward)
-        frozen.refresh()  # once per chunk: training may have changed the weights since the last one
+        frozen = self._frozen_graph(unet, _unet_film_forward, ("forward",))
         return lambda x, film: frozen(x, *(t for pair in film for t in pair))
+
+    def _frozen_graph(self, unet: torch.nn.Module, fn, key: tuple) -> FrozenForward:
+        """The cached frozen graph of ``fn(unet, ...)`` under ``key``, refreshed once per chunk (training may
+        have changed the weights since the last one)."""
+        graphs = self.__dict__.setdefault("_frozen", {})
+        frozen = graphs.get((id(unet), *key))
+        if frozen is None or frozen.module is not unet:
+            frozen = graphs[(id(unet), *key)] = FrozenForward(unet, fn)
+        return frozen.refresh()
 
     def _sample_ddpm(self, net: DiffusionPolicyNet, x: Tensor, cond: Tensor, generator: Generators) -> Tensor:
         unet = net.unet

@@ -4,9 +4,10 @@ Why: at batch 1 on a CPU a small denoiser spends more time in PyTorch's per-op d
 in arithmetic (a 0.3M-parameter 1D U-Net: about 0.8 ms per forward, of which the frozen graph removes about
 a third). Freezing inlines the weights as constants and lets the graph optimizer fold the bookkeeping ops.
 
-The frozen graph holds the weights as constants (copies wherever the optimizer folded them), so :class:`FrozenForward` rebuilds it whenever any parameter
-or buffer changed (in-place optimizer steps and ``load_state_dict`` bump the tensors' version counters; a
-``.to()`` replaces them). The math is the module's own: same operations, same order.
+The frozen graph holds the weights as constants (copies wherever the optimizer folded them), so
+:class:`FrozenForward` rebuilds it whenever any parameter or buffer changed (in-place optimizer steps and
+``load_state_dict`` bump the tensors' version counters; a ``.to()`` replaces them). The math is the module's
+own: same operations, same order.
 """
 
 from __future__ import annotations

@@ -272,6 +272,7 @@ def sampler_steps(models: list, steps: int | None) -> int:
 
 
 __all__ = ["training_data", "features", "fingerprint", "cluster_samples", "shared_stats", "write_shard",
-           "read_shard", "member_config", "build_member", "export_member", "model_matches", "load_expert", "with_sampling", "TRAINING_SECTIONS", "build_router",
+           "read_shard", "member_config", "build_member", "export_member", "model_matches", "load_expert",
+           "with_sampling", "TRAINING_SECTIONS", "build_router",
            "router_batch_fn", "router_noise_fn", "sample_mixture", "check_experts", "sampler_steps",
            "SHARD_KEY"]
