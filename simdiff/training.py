@@ -141,10 +141,43 @@ def ema_decay_at(step: int, cfg: TrainConfig) -> float:
 @torch.no_grad()
 def ema_update(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
     """``ema <- decay * ema + (1 - decay) * model`` for parameters; buffers are copied."""
-    for pe, p in zip(ema_model.parameters(), model.parameters()):
-        pe.lerp_(p.detach(), 1.0 - decay)
+    ema_params = list(ema_model.parameters())
+    if ema_params:
+        # one multi-tensor kernel instead of a launch per parameter (matters on a GPU)
+        torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
     for be, b in zip(ema_model.buffers(), model.buffers()):
         be.copy_(b)
+
+
+def to_device(batch: Any, device: torch.device | None) -> Any:
+    """``batch`` (a tensor, or a dict / list / tuple of them) on ``device``; ``None`` leaves it as it is."""
+    if device is None:
+        return batch
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device | None:
+    """``None``/``"cpu"`` -> ``None`` (train where the model is); ``"cuda"``/``"cuda:N"`` checked to exist."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', received {device!r}") from exc
+    if dev.type == "cpu":
+        return None
+    if dev.type != "cuda":
+        raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', received {device!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} was asked for, but this torch build sees no CUDA device "
+                         f"(torch {torch.__version__}); use --device cpu")
+    return dev
 
 
 # --------------------------------------------------------------------------------------------- run state
@@ -205,11 +238,14 @@ def _append_metrics(path: Path, record: dict) -> None:
 
 # -------------------------------------------------------------------------------------------------- loop
 def _train_step(model: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn,
-                batch_fn: BatchFn, cfg: TrainConfig, step: int) -> tuple[float, float]:
+                batch_fn: BatchFn, cfg: TrainConfig, step: int, device: torch.device | None = None
+                ) -> tuple[float, float]:
     seed = step_seed(cfg.seed, step)
     torch.manual_seed(seed)                      # module randomness (dropout) is a function of the step too
+    # The generator stays on the CPU on every device: the same step draws the same numbers everywhere, and
+    # loss functions move what they draw to the batch's device.
     gen = torch.Generator().manual_seed(seed)
-    batch = batch_fn(step, gen)
+    batch = to_device(batch_fn(step, gen), device)
     losses = loss_fn(model, batch, gen)
     if not isinstance(losses, Tensor) or losses.ndim != 1:
         got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
@@ -243,15 +279,22 @@ def _prepare(out_dir: Path, model: nn.Module, cfg: TrainConfig, resume: bool):
 
 def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig, out_dir: str | os.PathLike,
           *, desc: str = "train", resume: bool = True, on_log: Callable[[dict], None] | None = None,
-          stop_after: int | None = None, meta: dict | None = None) -> TrainResult:
+          stop_after: int | None = None, meta: dict | None = None,
+          device: str | torch.device | None = None) -> TrainResult:
     """Train ``model`` in place for ``cfg.steps`` steps, resuming from ``out_dir/checkpoint`` when present.
 
     ``batch_fn(step, generator) -> batch`` and ``loss_fn(model, batch, generator) -> Tensor (B,)`` (per-sample
     losses; the loop takes the mean) get the step's generator: draw all randomness from it. ``on_log(record)``
     is called with each metrics record. ``stop_after`` ends the call once that many steps are done, without
     an extra checkpoint, as a kill would (for tests). ``meta`` is stored in every checkpoint under ``extra``.
+    ``device`` (``"cuda"``, ``"cuda:N"``; ``None``/``"cpu"`` = where the model is) moves the model and every
+    batch there; checkpoints are device-free, so a run may resume on another device (its weights then match
+    an uninterrupted run up to float rounding, not bit for bit).
     """
     out_dir = Path(out_dir)
+    dev = resolve_device(device)
+    if dev is not None:
+        model.to(dev)
     out_dir.mkdir(parents=True, exist_ok=True)
     opt, ema, state, resumed_from = _prepare(out_dir, model, cfg, resume)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -260,7 +303,7 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
     bar = progress(total=cfg.steps, initial=state.step, desc=desc)
     try:
         while state.step < end:
-            loss, grad_norm = _train_step(model, ema, opt, loss_fn, batch_fn, cfg, state.step)
+            loss, grad_norm = _train_step(model, ema, opt, loss_fn, batch_fn, cfg, state.step, dev)
             state.step += 1
             state.window = [state.window[0] + loss, state.window[1] + 1, state.window[2] + grad_norm]
             bar.update(1)
@@ -333,5 +376,5 @@ def plot_loss(metrics_jsonl: str | os.PathLike, out_png: str | os.PathLike, titl
     return atomic_write_bytes(out_png, buf.getvalue())
 
 
-__all__ = ["TrainConfig", "TrainResult", "train", "step_seed", "lr_at", "ema_decay_at", "ema_update",
+__all__ = ["TrainConfig", "TrainResult", "train", "to_device", "resolve_device", "step_seed", "lr_at", "ema_decay_at", "ema_update",
            "read_metrics", "plot_loss", "CHECKPOINT_DIR", "METRICS_FILE", "LOSS_PLOT"]

@@ -36,6 +36,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--only", nargs="+", default=None, metavar="MEMBER",
                    help="train only these members (expert_<k>, router, monolithic)")
     _executor_args(p)
+    p.add_argument("--device", default="cpu", help="train lattice members on cpu (default), cuda or cuda:N; "
+                   "with cuda, --workers jobs share the GPU")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("sample", help="sample the routed mixture (or the monolithic baseline)",
@@ -114,7 +116,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_config(DDMConfig, args.config, parse_overrides(args.overrides))
     summary = train_ddm(cfg, args.out, backend=args.executor, workers=args.workers,
                         threads_per_job=args.threads_per_job, retries=args.retries, ray_address=args.ray_address,
-                        members=args.only, command=["simdiff", *sys.argv[1:]])
+                        members=args.only, command=["simdiff", *sys.argv[1:]], device=args.device)
     _print_summary(summary, args.out)
     return 0
 

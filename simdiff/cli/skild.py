@@ -17,6 +17,7 @@ def _add_model_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="lattices per network call")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="where the network runs: cpu (default), cuda or cuda:N")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +30,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.steps=100 (repeatable)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="train on cpu (default), cuda or cuda:N; a run may resume "
+                   "on another device")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("sample", help="generate lattices", description="Generate lattices from a trained model; "
@@ -88,7 +91,7 @@ def _setup(args: argparse.Namespace):
         torch.set_num_threads(args.threads)
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size: expected >= 1, received {args.batch_size}")
-    return load_model(args.dir, args.pretrained)
+    return load_model(args.dir, args.pretrained, device=args.device)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -105,7 +108,9 @@ def _train(args: argparse.Namespace) -> int:
         command += ["--set", o]
     if args.threads is not None:
         command += ["--threads", str(args.threads)]
-    summary = train_run(cfg, args.out, command=command, threads=args.threads)
+    if args.device != "cpu":
+        command += ["--device", str(args.device)]
+    summary = train_run(cfg, args.out, command=command, threads=args.threads, device=args.device)
     state = "done" if summary["completed"] else "stopped"
     s = summary["spectrum"]
     print(f"{cfg.name}: {state} at step {summary['steps']} in {summary['wall_time_s']:.0f} s "
@@ -161,7 +166,7 @@ def _validate(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')}: expected >= 2, received {v}")
     reference = load_lattices(args.reference)
     model = _setup(args)
-    baseline = load_model(args.baseline) if args.baseline else None
+    baseline = load_model(args.baseline, device=args.device) if args.baseline else None
     validate(model, reference, out, baseline=baseline, n_generate=args.n, n_superres=args.n_superres,
              factors=args.factors, method=args.downsample, seed=args.seed, steps=_steps(args),
              batch_size=args.batch_size, reference_path=args.reference)

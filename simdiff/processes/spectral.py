@@ -34,6 +34,7 @@ Shapes: images ``(B, C, L, L)``; per-mode tables (``k2``, ``S0``) ``(L, L)``; st
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -362,6 +363,14 @@ class SpectralProcess:
     @property
     def num_steps(self) -> int:
         return self.lambdas.numel() - 1
+
+    def to(self, device: torch.device | str) -> SpectralProcess:
+        """The same process with its tables on ``device`` (``self`` when they are there already)."""
+        device = torch.device(device)
+        if self.lambdas.device == device:
+            return self
+        return dataclasses.replace(self, lambdas=self.lambdas.to(device), k2_eff=self.k2_eff.to(device),
+                                   s0=self.s0.to(device))
 
 
 def make_process(L: int, basis: Basis, lambdas: Tensor, spectrum: tuple[float, float, float],

@@ -208,6 +208,11 @@ def test_cli_errors(tiny_run, tmp_path, capsys):
     assert not (tmp_path / "b.npz").exists()
     assert main(["skild", "train", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["skild", "sample", str(tiny_run["run"]), "--device", "cuda", "--n", "2",
+                     "--out", str(tmp_path / "c.npz")]) == 2
+        assert "sees no CUDA device" in capsys.readouterr().err
+        assert not (tmp_path / "c.npz").exists()
 
 
 @pytest.mark.parametrize("name", core.available_pretrained())

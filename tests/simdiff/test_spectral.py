@@ -301,3 +301,8 @@ def test_regularised_x0_estimate_is_the_lmmse_for_noisy_eps():
     mse = lambda est: ((est - x0) ** 2).mean(0)[0]  # noqa: E731
     assert bool((mse(reg)[buried] < 0.1 * mse(exact)[buried]).all())
     assert torch.allclose(reg[..., resolved], exact[..., resolved], rtol=0.05, atol=1e-3)
+
+
+def test_process_to_device_is_identity_where_it_already_is():
+    proc = sp.make_process(8, "fft", sp.make_lambdas(10, "loglinear", -3.0, -0.5), (1.0, 1.0, 0.5))
+    assert proc.to("cpu") is proc

@@ -15,7 +15,17 @@ from torch import nn
 
 from simdiff.checkpoint import load_checkpoint
 from simdiff.errors import CheckpointError
-from simdiff.training import TrainConfig, ema_decay_at, lr_at, read_metrics, step_seed, train
+from simdiff.training import (
+    TrainConfig,
+    ema_decay_at,
+    ema_update,
+    lr_at,
+    read_metrics,
+    resolve_device,
+    step_seed,
+    to_device,
+    train,
+)
 
 WORKER = Path(__file__).with_name("train_resume_worker.py")
 
@@ -161,3 +171,47 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, one_thread):
     _assert_same_weights(tmp_path / "ref", out)
     assert _losses(out) == _losses(tmp_path / "ref")
     assert all(json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines())
+
+
+# ------------------------------------------------------------------------------------------------- devices
+def test_device_resolution_and_batch_moves():
+    assert resolve_device(None) is None and resolve_device("cpu") is None
+    with pytest.raises(ValueError, match=r"device: expected 'cpu', 'cuda' or 'cuda:N', received 'tpu'"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="device: expected 'cpu', 'cuda' or 'cuda:N', received 'meta'"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA device"):
+            resolve_device("cuda")
+    batch = {"x": torch.ones(2), "pair": (torch.zeros(1), 3), "name": "a"}
+    assert to_device(batch, None) is batch
+    moved = to_device(batch, torch.device("cpu"))
+    assert moved["name"] == "a" and moved["pair"][1] == 3 and isinstance(moved["pair"], tuple)
+    assert torch.equal(moved["x"], batch["x"])
+
+
+def test_explicit_cpu_device_trains_the_same_weights(tmp_path, one_thread):
+    def run(out, device):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+
+        def batch_fn(step, g):
+            x = torch.randn(16, 3, generator=g)
+            return {"x": x, "y": x.sum(1, keepdim=True)}
+
+        def loss_fn(net, batch, g):
+            return (net(batch["x"]) - batch["y"]).pow(2).squeeze(1)
+
+        train(model, loss_fn, batch_fn, TrainConfig(steps=20, log_every=10, ckpt_every=0), out, device=device)
+    run(tmp_path / "a", None)
+    run(tmp_path / "b", "cpu")
+    _assert_same_weights(tmp_path / "a", tmp_path / "b")
+
+
+def test_ema_update_matches_the_per_parameter_formula():
+    torch.manual_seed(0)
+    model, ema = nn.Linear(3, 2), nn.Linear(3, 2)
+    want = [0.9 * pe + 0.1 * p for pe, p in zip(ema.parameters(), model.parameters())]
+    ema_update(ema, model, 0.9)
+    for got, w in zip(ema.parameters(), want):
+        assert torch.allclose(got, w, atol=1e-7)

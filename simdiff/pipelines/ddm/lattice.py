@@ -103,16 +103,18 @@ def _noise_fn(scfg: SkildConfig, spectrum: list[float]):
         n_steps = proc.num_steps
 
         def noise(x0: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-            n = torch.randint(1, n_steps + 1, (x0.shape[0],), generator=gen)
-            eps = torch.randn(x0.shape, generator=gen)
-            xn = sp.corrupt(proc, sp.to_modes(x0, proc.basis), n, eps)
-            return sp.from_modes(xn, proc.basis).float(), n.float() / n_steps
+            # CPU generator, then moved: the same draws on every device
+            n = torch.randint(1, n_steps + 1, (x0.shape[0],), generator=gen).to(x0.device)
+            eps = torch.randn(x0.shape, generator=gen).to(x0.device)
+            p = proc.to(x0.device)
+            xn = sp.corrupt(p, sp.to_modes(x0, p.basis), n, eps)
+            return sp.from_modes(xn, p.basis).float(), n.float() / n_steps
         return noise
     sched = core.build_gaussian(scfg)
 
     def noise_g(x0: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-        t = torch.randint(0, sched.num_steps, (x0.shape[0],), generator=gen)
-        eps = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, sched.num_steps, (x0.shape[0],), generator=gen).to(x0.device)
+        eps = torch.randn(x0.shape, generator=gen).to(x0.device)
         return gs.corrupt(x0, t, eps, sched), gaussian_time(t, sched.num_steps)
     return noise_g
 

@@ -310,17 +310,25 @@ def _load_shared_plan(run_dir: Path, member: str) -> tuple[DDMConfig, dict, dict
     return cfg, spec, read_json(run_dir / SHARED_JSON), plan
 
 
-def member_job(run_dir: str, member: str, stop_after: int | None = None) -> dict:
+def member_job(run_dir: str, member: str, stop_after: int | None = None, device: str | None = None) -> dict:
     """Train (or resume, or verify) one member in isolation; returns a JSON-able summary.
 
-    Module level, so the executors can send it to pool workers and Ray tasks by reference.
+    Module level, so the executors can send it to pool workers and Ray tasks by reference. ``device``
+    (``"cuda"``...) trains the member there (lattice runs).
     """
     run_dir = Path(run_dir)
     cfg, spec, shared, plan = _load_shared_plan(run_dir, member)
+    _check_device(cfg, device)
     setup = _router_setup(cfg, run_dir, spec, shared) if member == ROUTER else \
         _expert_setup(cfg, run_dir, spec, shared)
     flops = plan["flops_per_step"]["router" if member == ROUTER else "expert"]
-    return _run_member(member, member_dir(run_dir, member), spec, setup, flops, stop_after)
+    return _run_member(member, member_dir(run_dir, member), spec, setup, flops, stop_after, device)
+
+
+def _check_device(cfg: DDMConfig, device: str | None) -> None:
+    if device not in (None, "cpu") and cfg.domain != "ising":
+        raise ValueError(f"device: {device!r} trains lattice (domain: ising) runs; policy runs train on the CPU, "
+                         f"received domain {cfg.domain!r}")
 
 
 @dataclasses.dataclass
@@ -388,7 +396,8 @@ def _router_setup(cfg: DDMConfig, run_dir: Path, spec: dict, shared: dict) -> _S
                   lambda meta: all(meta.get(k) == v for k, v in router_meta.items()), ROUTER_MODEL_DIR)
 
 
-def _run_member(member: str, out_dir: Path, spec: dict, setup: _Setup, flops: int, stop_after: int | None) -> dict:
+def _run_member(member: str, out_dir: Path, spec: dict, setup: _Setup, flops: int, stop_after: int | None,
+                device: str | None = None) -> dict:
     from simdiff.training import train
 
     events: list[str] = []
@@ -406,12 +415,12 @@ def _run_member(member: str, out_dir: Path, spec: dict, setup: _Setup, flops: in
     tcfg = setup.train_cfg
     t0 = time.perf_counter()
     res = train(setup.net, setup.loss_fn, setup.batch_fn, tcfg, out_dir, desc=member, stop_after=stop_after,
-                meta={"ddm": {"member": member, "cluster": spec.get("cluster")}})
+                meta={"ddm": {"member": member, "cluster": spec.get("cluster")}}, device=device)
     info = {"member": member, "cluster": spec.get("cluster"), "steps": res.steps, "planned_steps": tcfg.steps,
             "batch_size": tcfg.batch_size, "samples": res.steps * tcfg.batch_size,
             "shard_size": spec.get("shard_size"), "flops_per_step": flops, "train_flops": flops * res.steps,
             "wall_time_s": res.wall_time, "call_wall_s": time.perf_counter() - t0, "final_loss": res.final_loss,
-            "resumed_from": res.resumed_from, "threads": torch.get_num_threads()}
+            "resumed_from": res.resumed_from, "threads": torch.get_num_threads(), "device": device or "cpu"}
     if res.completed:
         setup.export(out_dir, res.ema_model, {"ddm": info, "train": {"steps": res.steps, "wall_time_s": res.wall_time,
                                                                     "final_loss": res.final_loss}})
@@ -432,7 +441,7 @@ def _count_flops(cfg: DDMConfig, run_dir: Path, plan: dict, shared: dict) -> dic
 def train_ddm(cfg: DDMConfig, run_dir: str | os.PathLike, *, backend: str = "local", workers: int = 2,
               threads_per_job: int = 1, retries: int = 1, ray_address: str | None = None,
               members: list[str] | None = None, stop_after: dict[str, int] | None = None,
-              command: list[str] | None = None) -> dict:
+              command: list[str] | None = None, device: str | None = None) -> dict:
     """Partition, then train every member (experts, router, monolithic baseline) as independent jobs.
 
     ``members`` restricts the jobs (e.g. the experts only, for benchmarks); ``stop_after`` maps a member to a
@@ -440,7 +449,10 @@ def train_ddm(cfg: DDMConfig, run_dir: str | os.PathLike, *, backend: str = "loc
     :class:`simdiff.executors.JobsFailedError` after writing it if a job failed after its retries.
     """
     from simdiff.executors import raise_on_failure, run_jobs
+    from simdiff.training import resolve_device
 
+    _check_device(cfg, device)
+    resolve_device(device)   # a missing GPU is one clear error here, not one per job
     run_dir = init_run(cfg, run_dir, command)
     t0 = time.perf_counter()
     plan = prepare(cfg, run_dir)
@@ -451,12 +463,14 @@ def train_ddm(cfg: DDMConfig, run_dir: str | os.PathLike, *, backend: str = "loc
         raise ValueError(f"members: expected names from {sorted(plan['members'])}, received {unknown}")
     # longest jobs first keeps the pool busy (LPT scheduling): the monolith, then experts by steps, router last
     order = sorted(names, key=lambda m: (m == ROUTER, -plan["members"][m]["steps"]))
-    jobs = [{"run_dir": str(run_dir), "member": m, "stop_after": (stop_after or {}).get(m)} for m in order]
+    jobs = [{"run_dir": str(run_dir), "member": m, "stop_after": (stop_after or {}).get(m), "device": device}
+            for m in order]
     t1 = time.perf_counter()
     results = run_jobs(member_job, jobs, backend=backend, workers=workers, threads_per_job=threads_per_job,
                        retries=retries, ray_address=ray_address, desc="ddm members")
     summary = summarize(cfg, plan, results, {"backend": backend, "workers": workers,
                                              "threads_per_job": threads_per_job, "prepare_s": t_prep,
+                                             "device": device or "cpu",
                                              "jobs_wall_s": time.perf_counter() - t1})
     from simdiff.utils.io import write_json
 

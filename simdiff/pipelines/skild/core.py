@@ -20,6 +20,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,12 +162,14 @@ def spectral_loss_fn(proc: sp.SpectralProcess):
     n_steps = proc.num_steps
 
     def loss_fn(model: torch.nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
-        b = x0.shape[0]
-        n = torch.randint(1, n_steps + 1, (b,), generator=generator)
-        eps = torch.randn(x0.shape, generator=generator)
-        xn = sp.corrupt(proc, sp.to_modes(x0, proc.basis), n, eps)
-        eps_hat = model(sp.from_modes(xn, proc.basis), n.float() / n_steps)
-        return sp.loss(eps_hat, eps, proc.basis)
+        b, dev = x0.shape[0], x0.device
+        # drawn with the CPU generator, then moved: the same draws on every device
+        n = torch.randint(1, n_steps + 1, (b,), generator=generator).to(dev)
+        eps = torch.randn(x0.shape, generator=generator).to(dev)
+        p = proc.to(dev)
+        xn = sp.corrupt(p, sp.to_modes(x0, p.basis), n, eps)
+        eps_hat = model(sp.from_modes(xn, p.basis), n.float() / n_steps)
+        return sp.loss(eps_hat, eps, p.basis)
     return loss_fn
 
 
@@ -175,9 +178,9 @@ def gaussian_loss_fn(sched: gs.GaussianSchedule):
     n_steps = sched.num_steps
 
     def loss_fn(model: torch.nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
-        b = x0.shape[0]
-        t = torch.randint(0, n_steps, (b,), generator=generator)
-        eps = torch.randn(x0.shape, generator=generator)
+        b, dev = x0.shape[0], x0.device
+        t = torch.randint(0, n_steps, (b,), generator=generator).to(dev)
+        eps = torch.randn(x0.shape, generator=generator).to(dev)
         xt = gs.corrupt(x0, t, eps, sched)
         return gs.loss(model(xt, (t.float() + 1) / n_steps), x0, eps, t, sched, "epsilon")
     return loss_fn
@@ -291,17 +294,25 @@ def _export(cfg: SkildConfig, run_dir: Path, ema: torch.nn.Module, data: Tensor,
 
     meta = {"kind": MODEL_KIND, "config": to_dict(cfg), "L": cfg.data.L, "spectrum": list(spectrum),
             "command": command,
-            "train": {k: summary[k] for k in ("steps", "wall_time_s", "final_loss", "threads")},
+            "train": {k: summary[k] for k in ("steps", "wall_time_s", "final_loss", "threads", "device")},
             "data": {"path": str(data_path), "num_samples": int(data.shape[0])},
             "input_calibration": measure_input_calibration(data, cfg.process.basis, seed=cfg.train.seed),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     return save_checkpoint(run_dir / MODEL_DIR, module_tensors("ema", ema), meta)
 
 
+def _device_name(device: str | None) -> str:
+    from simdiff.training import resolve_device
+
+    dev = resolve_device(device)
+    return "cpu" if dev is None else f"{dev} ({torch.cuda.get_device_name(dev)})"
+
+
 def train_run(cfg: SkildConfig, run_dir: str | os.PathLike, command: list[str] | None = None,
-              threads: int | None = None) -> dict:
+              threads: int | None = None, device: str | None = None) -> dict:
     """Train (or resume) a SKILD / white-noise run in ``run_dir`` and export ``run_dir/model``.
 
+    ``device`` (``"cuda"``, ``"cuda:N"``) trains there; data, randomness and checkpoints stay device-free.
     Returns a summary dict (steps, wall time, final loss, spectrum, model dir).
     """
     from simdiff.training import train
@@ -327,10 +338,11 @@ def train_run(cfg: SkildConfig, run_dir: str | os.PathLike, command: list[str] |
     # Translations are a symmetry of the data exactly when the lattice is periodic (circular network padding).
     batch_fn = make_batch_fn(data, cfg.train.batch_size, cfg.data.augment, translate=cfg.model.circular)
     res = train(build_net(cfg), loss_fn, batch_fn, cfg.train, run_dir, desc=f"skild {cfg.process.kind}",
-                meta={"spectrum": list(spectrum)})
+                meta={"spectrum": list(spectrum)}, device=device)
     summary = {"steps": res.steps, "completed": res.completed, "wall_time_s": res.wall_time,
                "final_loss": res.final_loss, "spectrum": dict(zip(("C", "alpha", "k0sq"), spectrum)),
-               "model_dir": str(run_dir / MODEL_DIR), "threads": torch.get_num_threads()}
+               "model_dir": str(run_dir / MODEL_DIR), "threads": torch.get_num_threads(),
+               "device": _device_name(device)}
     if res.completed:
         _export(cfg, run_dir, res.ema_model, data, data_path, spectrum, command, summary)
     return summary
@@ -353,6 +365,11 @@ class SkildModel:
     @property
     def L(self) -> int:
         return self.cfg.data.L
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network runs; the process math (float64 mode tables) always stays on the CPU."""
+        return next(self.net.parameters()).device
 
     @property
     def kind(self) -> str:
@@ -397,8 +414,11 @@ def resolve_model_dir(path: str | os.PathLike | None = None, pretrained: str | N
     raise CheckpointError(f"{p}: not a SKILD run or model directory (no {MODEL_DIR}/meta.json)")
 
 
-def load_model(path: str | os.PathLike | None = None, pretrained: str | None = None) -> SkildModel:
+def load_model(path: str | os.PathLike | None = None, pretrained: str | None = None,
+               device: str | torch.device | None = None) -> SkildModel:
+    """A trained model for sampling; ``device`` (``"cuda"``...) puts its network there (default: CPU)."""
     from simdiff.checkpoint import load_checkpoint, load_module_tensors
+    from simdiff.training import resolve_device
 
     mdir = resolve_model_dir(path, pretrained)
     tensors, meta = load_checkpoint(mdir)
@@ -408,6 +428,9 @@ def load_model(path: str | os.PathLike | None = None, pretrained: str | None = N
     net = build_net(cfg)
     load_module_tensors(net, "ema", tensors)
     net.eval().requires_grad_(False)
+    dev = resolve_device(device)
+    if dev is not None:
+        net.to(dev)
     return SkildModel(cfg=cfg, net=net, spectrum=tuple(meta["spectrum"]), meta=meta, path=mdir)
 
 
@@ -422,20 +445,29 @@ def _steps_for(model: SkildModel, n_start: int, steps: int | None) -> int | None
     return max(1, math.ceil(steps * n_start / model.num_steps))
 
 
+def on_net_device(net: torch.nn.Module, fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    """Wrap ``fn(x, t)`` so its inputs go to ``net``'s device and its output comes back to ``x``'s.
+
+    The samplers keep their state and random draws on the CPU (float64 mode math, one CPU generator), so a
+    seed gives the same draws on every device; only the network call moves.
+    """
+    dev = next(net.parameters()).device
+    if dev.type == "cpu":
+        return fn
+
+    def moved(x: Tensor, t: Tensor) -> Tensor:
+        return fn(x.to(dev), t.to(dev)).to(x.device)
+    return moved
+
+
 def _spectral_eps_fn(model: SkildModel):
     n_steps = model.num_steps
-
-    def eps_fn(x: Tensor, n: Tensor) -> Tensor:
-        return model.net(x, n.float() / n_steps)
-    return eps_fn
+    return on_net_device(model.net, lambda x, n: model.net(x, n.float() / n_steps))
 
 
 def _gaussian_model_fn(model: SkildModel):
     n_steps = model.num_steps
-
-    def model_fn(x: Tensor, t: Tensor) -> Tensor:
-        return model.net(x, (t.float() + 1) / n_steps)
-    return model_fn
+    return on_net_device(model.net, lambda x, t: model.net(x, (t.float() + 1) / n_steps))
 
 
 def _batches(n: int, batch_size: int):
@@ -619,6 +651,6 @@ __all__ = [
     "MODEL_DIR", "MODEL_KIND", "PRETRAINED_ROOT", "load_lattices", "save_npz", "to_spins",
     "generate_training_data", "augment", "make_batch_fn", "build_net", "fit_spectrum", "build_process",
     "build_gaussian", "spectral_loss_fn", "gaussian_loss_fn", "INPUT_KINDS", "coarse_grain", "sr_factors", "measure_input_calibration", "input_calibration", "train_run", "SkildModel", "available_pretrained",
-    "resolve_model_dir", "load_model", "generate", "check_lowres", "superres_start", "superres",
+    "resolve_model_dir", "load_model", "on_net_device", "generate", "check_lowres", "superres_start", "superres",
     "nearest_upsample", "sdedit_start", "sdedit_superres",
 ]
