@@ -58,6 +58,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: 1; the networks are small and extra threads that wait on "
                    "each other on a busy machine can make sampling many times slower)")
+    p.add_argument("--device", default="cpu", help="lattice runs: where the networks run (cpu, cuda, cuda:N)")
     p.set_defaults(func=_sample)
 
     p = sub.add_parser("compare", help="decentralized vs monolithic: report.md + metrics.json",
@@ -76,6 +77,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="lattice reverse steps (0 = every step)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--no-monolithic", action="store_true", help="leave the monolithic baseline out")
+    p.add_argument("--device", default="cpu", help="lattice runs: where the networks run (cpu, cuda, cuda:N)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: 1; the networks are small and extra threads that wait on "
@@ -149,7 +151,7 @@ def _sample(args: argparse.Namespace) -> int:
     ensure_new_path(args.out, args.overwrite)
     _threads(args.threads)
     arrays, info = sample_run(args.dir, args.routing, args.n, args.seed, model=args.model, steps=steps,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, device=args.device)
     save_samples(args.out, arrays, info)
     evals = (info.get("routing_stats") or {}).get("expert_evals_per_row")
     print(f"wrote {args.out}: {', '.join(f'{k} {v.shape}' for k, v in arrays.items())} in {info['wall_s']:.1f} s"
@@ -185,7 +187,7 @@ def _compare(args: argparse.Namespace) -> int:
                              "ref.npz`")
         ref = load_lattices(args.reference)
         m = compare_lattices(args.dir, ref, out, routings, args.n, args.seed or 0, steps, args.batch_size,
-                             not args.no_monolithic, reference_path=str(args.reference))
+                             not args.no_monolithic, reference_path=str(args.reference), device=args.device)
         for k, e in m["generation"].items():
             print(f"  {k:12s} summed normalised error {e['summed_normalized_error']:.4f}  "
                   f"passed {e['n_pass']}/{e['n_checks']}")

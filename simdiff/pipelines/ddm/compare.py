@@ -99,7 +99,7 @@ def router_eval(run_dir: Path, reference: np.ndarray, seed: int = 0) -> dict:
 def compare_lattices(run_dir: str | os.PathLike, reference: np.ndarray, out_dir: str | os.PathLike,
                      routings: tuple[str, ...] = ("full", "top1", "top2"), n: int = 1000, seed: int = 0,
                      steps: int | None = -1, batch_size: int | None = None, monolithic: bool = True,
-                     reference_path: str | None = None) -> dict:
+                     reference_path: str | None = None, device: str | None = None) -> dict:
     """Generate with every routing mode (and the monolith), score each against ``reference (M, L, L)``."""
     from simdiff.pipelines.ddm.sampling import sample_run
     from simdiff.pipelines.skild.core import to_spins
@@ -127,7 +127,8 @@ def compare_lattices(run_dir: str | os.PathLike, reference: np.ndarray, out_dir:
     runs = [("ddm", r) for r in routings] + ([(MONOLITHIC, "full")] if monolithic else [])
     for model, routing in runs:
         key = f"ddm_{routing}" if model == "ddm" else MONOLITHIC
-        arrays, info = sample_run(run_dir, routing, n, seed, model=model, steps=steps, batch_size=batch_size)
+        arrays, info = sample_run(run_dir, routing, n, seed, model=model, steps=steps, batch_size=batch_size,
+                                  device=device)
         metrics["generation"][key] = _entry(arrays["spins"], arrays["samples"], ref, T, run_dir, info)
         samples[key] = arrays["spins"][:8]
     metrics["router"] = router_eval(run_dir, ref, seed)

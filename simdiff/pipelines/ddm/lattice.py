@@ -209,8 +209,8 @@ def router_noise_fn(cfg: DDMConfig, spectrum: list[float]):
 def _eps_fn(net: torch.nn.Module, kind: str, n_steps: int):
     # Time conventions of simdiff.pipelines.skild.core: spectral n / N (n = 1..N), Gaussian (t + 1) / N.
     if kind == "spectral":
-        return lambda x, n: net(x, n.float() / n_steps)
-    return lambda x, t: net(x, gaussian_time(t, n_steps))
+        return core.on_net_device(net, lambda x, n: net(x, n.float() / n_steps))
+    return core.on_net_device(net, lambda x, t: net(x, gaussian_time(t, n_steps)))
 
 
 def check_experts(models: list) -> None:
@@ -243,11 +243,12 @@ def sample_mixture(models: list, router: torch.nn.Module, routing: str, n: int, 
     n_steps = ref.num_steps
     router = router.eval()
 
-    def router_fn(x: Tensor, t: Tensor) -> Tensor:
+    def router_call(x: Tensor, t: Tensor) -> Tensor:
         from simdiff.pipelines.ddm.router import router_probs
 
         tc = t.float() / n_steps if ref.kind == "spectral" else gaussian_time(t, n_steps)
         return router_probs(router, x.float(), tc)
+    router_fn = core.on_net_device(router, router_call)
 
     fn = mixture_fn([_eps_fn(m.net.eval(), ref.kind, n_steps) for m in models], router_fn, routing, stats)
     gen = torch.Generator().manual_seed(int(seed))

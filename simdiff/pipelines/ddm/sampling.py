@@ -43,28 +43,35 @@ def load_mixture(run_dir: str | os.PathLike):
 
 
 def sample_run(run_dir: str | os.PathLike, routing: str = "full", n: int = 100, seed: int = 0,
-               model: str = "ddm", steps: int | None = -1, batch_size: int | None = None) -> tuple[dict, dict]:
+               model: str = "ddm", steps: int | None = -1, batch_size: int | None = None,
+               device: str | None = None) -> tuple[dict, dict]:
     """Draw ``n`` samples; returns ``(arrays, info)`` (``info`` has wall time and the routing statistics).
 
     ``model``: ``ddm`` (routed mixture of the experts) or ``monolithic`` (the baseline; ``routing`` unused).
-    ``steps = -1``: the models' sampler settings.
+    ``steps = -1``: the models' sampler settings. ``device`` (lattice runs): where the networks run; the
+    sampler's state and random draws stay on the CPU, so a seed gives the same draws everywhere.
     """
+    from simdiff.training import resolve_device
+
     check_routing(routing)
     _check(n, seed, model)
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    dev = resolve_device(device)
+    if dev is not None and cfg.domain != "ising":
+        raise ValueError(f"device: {device!r} samples lattice (domain: ising) runs; policy runs sample on the CPU")
     t0 = time.perf_counter()
     info: dict = {"model": model, "routing": routing if model == "ddm" else None, "n": n, "seed": seed,
                   "run": str(run_dir)}
     if cfg.domain == "ising":
-        arrays = _sample_lattices(run_dir, routing, n, seed, model, steps, batch_size, info)
+        arrays = _sample_lattices(run_dir, routing, n, seed, model, steps, batch_size, info, dev)
     else:
         arrays = _sample_actions(run_dir, routing, n, seed, model, info)
     info["wall_s"] = time.perf_counter() - t0
     return arrays, info
 
 
-def _sample_lattices(run_dir, routing, n, seed, model, steps, batch_size, info) -> dict:
+def _sample_lattices(run_dir, routing, n, seed, model, steps, batch_size, info, device=None) -> dict:
     from simdiff.pipelines.ddm.lattice import sample_mixture, sampler_steps, with_sampling
     from simdiff.pipelines.skild.core import generate, to_spins
 
@@ -74,12 +81,18 @@ def _sample_lattices(run_dir, routing, n, seed, model, steps, batch_size, info) 
                              "eps_error": getattr(sample_cfg, "eps_error", None)}
     if model == MONOLITHIC:
         m = with_sampling(load_member(run_dir, MONOLITHIC), sample_cfg)
+        if device is not None:
+            m.net.to(device)
         x = generate(m, n, seed=seed, steps=steps, batch_size=batch_size)
         info["sampler_steps"] = sampler_steps([m], steps)
         info["expert_evals_per_step"] = 1.0
     else:
         experts, router = load_mixture(run_dir)
         experts = [with_sampling(e, sample_cfg) for e in experts]
+        if device is not None:
+            router.to(device)
+            for e in experts:
+                e.net.to(device)
         stats = MixtureStats(len(experts))
         x = sample_mixture(experts, router, routing, n, seed=seed, steps=steps, batch_size=batch_size, stats=stats)
         info["sampler_steps"] = sampler_steps(experts, steps)
