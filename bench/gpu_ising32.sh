@@ -2,7 +2,8 @@
 # L = 32 critical Ising on one GPU inside one fixed wall-clock budget:
 #   * SKILD and its white-noise baseline (same network, data, steps): the shipped `--pretrained ising32`;
 #   * decentralized diffusion (4 isolated experts + router) vs the monolithic model at matched compute.
-# Every training is our own CLI with `--device cuda`. Step counts are set by a probe: PROBE_JOBS concurrent
+# Every training is our own CLI with `--device cuda`, each capped at 2 CPU threads: the first run, with torch's
+# default thread count in seven processes on 16 cores, measured 0.48 s per step. Step counts are set by a probe: PROBE_JOBS concurrent
 # short trainings measure the per-step time under the same GPU sharing, then steps = TRAIN_S / step time.
 # Results land in $OUT as tarballs (models, validation and comparison reports) plus the log.
 #
@@ -65,7 +66,7 @@ EOF
 
 # ---------------------------------------------------------------------------------------------- probe
 for i in $(seq 1 "$PROBE_JOBS"); do
-  $SIM skild train configs/skild/ising32.yaml --out "$W/probe$i" --device "$DEVICE" --set data.path="$DATA" \
+  $SIM skild train configs/skild/ising32.yaml --out "$W/probe$i" --device "$DEVICE" --threads 2 --set data.path="$DATA" \
     --set train.steps="$PROBE_STEPS" --set train.batch_size="$BATCH" --set train.log_every=50 \
     --set train.warmup_steps=10 --set train.ckpt_every=0 > "$W/probe$i.log" 2>&1 &
 done
@@ -90,10 +91,11 @@ rm -rf "$W"/probe*/checkpoint "$W"/probe*/model
 # ------------------------------------------------------------------------------------------- training
 SK_SET=(--set data.path="$DATA" --set train.steps="$STEPS" --set train.batch_size="$BATCH"
         --set train.warmup_steps=500 --set train.ema_max_decay=0.9995 --set train.ckpt_every=2000)
-$SIM skild train configs/skild/ising32.yaml --out "$W/skild" --device "$DEVICE" "${SK_SET[@]}" \
+$SIM skild train configs/skild/ising32.yaml --out "$W/skild" --device "$DEVICE" --threads 2 "${SK_SET[@]}" \
   > "$W/skild.log" 2>&1 &
 P_SK=$!
-$SIM skild train configs/skild/ising32_white_noise.yaml --out "$W/white_noise" --device "$DEVICE" "${SK_SET[@]}" \
+$SIM skild train configs/skild/ising32_white_noise.yaml --out "$W/white_noise" --device "$DEVICE" --threads 2 \
+  "${SK_SET[@]}" \
   > "$W/white_noise.log" 2>&1 &
 P_WN=$!
 $SIM ddm train configs/ddm/ising32.yaml --out "$W/ddm32" --device "$DEVICE" --workers 5 \
@@ -111,7 +113,7 @@ pack skild_models.tgz "$W/skild/model" "$W/skild/metrics.jsonl" "$W/skild/config
 val() {  # val NAME [extra args]
   local name=$1; shift
   timeout $(( $(left) - 25 )) $SIM skild validate "$W/skild" --baseline "$W/white_noise" --reference "$REF" \
-    --out "$W/$name" --device "$DEVICE" --batch-size "$SAMPLE_BATCH" --n "$VAL_N" --n-superres "$VAL_SR" "$@" \
+    --out "$W/$name" --device "$DEVICE" --threads 4 --batch-size "$SAMPLE_BATCH" --n "$VAL_N" --n-superres "$VAL_SR" "$@" \
     > "$W/$name.log" 2>&1
   log "$name: exit $?"
 }

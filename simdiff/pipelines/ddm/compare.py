@@ -118,6 +118,7 @@ def compare_lattices(run_dir: str | os.PathLike, reference: np.ndarray, out_dir:
         "run": str(run_dir), "domain": "ising", "reference": reference_path, "n_reference": int(ref.shape[0]),
         "n": n, "seed": seed, "L": L, "temperature": T, "num_experts": cfg.num_experts,
         "partition": training.get("partition"), "training_compute": training.get("compute"),
+        "training_run": training.get("run"),
         "training_members": {k: {f: v.get(f) for f in ("status", "steps", "samples", "shard_size",
                                                          "flops_per_step", "train_flops", "wall_time_s",
                                                          "final_loss")}
@@ -177,7 +178,8 @@ def compare_policies(run_dir: str | os.PathLike, out_dir: str | os.PathLike,
     metrics: dict[str, Any] = {"run": str(run_dir), "domain": "policy", "env_id": env_id, "episodes": episodes,
                                "seed": seed, "levels": list(levels), "num_experts": cfg.num_experts,
                                "partition": training.get("partition"),
-                               "training_compute": training.get("compute"), "evaluation": {}}
+                               "training_compute": training.get("compute"), "training_run": training.get("run"),
+                               "evaluation": {}}
     t_start = time.perf_counter()
     experts, router = load_mixture(run_dir)
     policies: list[tuple[str, Any]] = [(f"ddm_{r}", MixturePolicy(experts, router, r)) for r in routings]
@@ -209,7 +211,9 @@ def _compute_table(m: dict) -> list[str]:
     if not c:
         return lines + ["(no ddm.json: training summary missing)", ""]
     gf = 1e9
-    lines += ["| | steps | FLOPs (G) | wall (s, contended CPU) |", "|---|---|---|---|",
+    run = m.get("training_run") or {}
+    where = f"{run.get('device', 'cpu')}, {run.get('workers', '?')} jobs at once"
+    lines += [f"| | steps | FLOPs (G) | wall (s; {where}) |", "|---|---|---|---|",
               f"| experts (sum) | {_f(c.get('experts_steps'))} | {_f((c.get('experts_flops') or 0) / gf)} | "
               f"{_f(c.get('experts_wall_s'))} |",
               f"| router | - | {_f((c.get('router_flops') or 0) / gf)} | {_f(c.get('router_wall_s'))} |",
