@@ -252,12 +252,23 @@ def finish_policy_job(job: dict, value: dict) -> None:
 ATTEMPT_SEED_STRIDE = 1 << 27
 
 
+def search_policy(policy, env_id: str, k: int, lookahead: int):
+    """The specialist with simulator verification: best of ``k`` sampled chunks by their replayed outcome
+    (``lookahead`` more specialist chunks after each; see ``ConditionsSpec.search_k``)."""
+    from policies.critic.adapter import PolicyDenoiser
+    from policies.critic.outcomes import OracleBatchPolicy
+
+    return OracleBatchPolicy(PolicyDenoiser(policy), k=k, eta=1.0, lookahead=lookahead, env_id=env_id)
+
+
 def rollouts_with_attempts(policy, env_id: str, level: int, seeds: list[int], attempts: int, batch_envs: int,
-                           make_kwargs: dict) -> tuple[list[dict], dict]:
+                           make_kwargs: dict, search_k: int = 1, search_lookahead: int = 0
+                           ) -> tuple[list[dict], dict]:
     """Roll out every seed; replay the failed ones with fresh sampling noise, up to ``attempts`` tries in all.
 
-    Returns every episode (failed tries included: they are conditions too, which the success filter drops) and
-    counts: first-try success rate, share of seeds solved by some try, episodes run.
+    ``search_k > 1`` rolls out :func:`search_policy` instead of the plain sampler. Returns every episode
+    (failed tries included: they are conditions too, which the success filter drops) and counts: first-try
+    success rate, share of seeds solved by some try, episodes run.
     """
     from simdiff.pipelines.evaluate import run_episodes
 
@@ -266,7 +277,9 @@ def rollouts_with_attempts(policy, env_id: str, level: int, seeds: list[int], at
     for k in range(attempts):
         if not todo:
             break
-        recs = run_episodes(policy.batch_policy(), env_id, level, todo, batch_size=batch_envs,
+        bp = (search_policy(policy, env_id, search_k, search_lookahead) if search_k > 1
+              else policy.batch_policy())
+        recs = run_episodes(bp, env_id, level, todo, batch_size=batch_envs,
                             env_kwargs=make_kwargs, record_actions=True, policy_seed_offset=k * ATTEMPT_SEED_STRIDE)
         if k == 0:
             first = float(np.mean([r["success"] for r in recs]))
@@ -275,21 +288,25 @@ def rollouts_with_attempts(policy, env_id: str, level: int, seeds: list[int], at
         todo = [s for s in todo if s not in solved]
     stats = {"rollout_success": first, "seeds_solved": len(solved) / len(seeds), "rollout_episodes": len(records),
              "attempts": attempts}
+    if search_k > 1:
+        stats.update(search_k=search_k, search_lookahead=search_lookahead)
     return records, stats
 
 
 def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, reset_seeds: list[int],
                    rollout_seeds: list[int], source: str, round_: int, domain: int, stride: int,
-                   batch_envs: int, out: str, attempts: int = 1) -> dict:
+                   batch_envs: int, out: str, attempts: int = 1, search_k: int = 1,
+                   search_lookahead: int = 0) -> dict:
     """Executor job: unlabeled conditions of one domain and round -> ``out`` (.npz); returns counts.
 
-    ``attempts > 1`` (specialist rollouts only) replays failed seeds with fresh noise; see
-    :func:`rollouts_with_attempts`.
+    ``attempts > 1`` (specialist rollouts only) replays failed seeds with fresh noise, ``search_k > 1``
+    verifies the specialist's chunks in the simulator; see :func:`rollouts_with_attempts`.
     """
     from simdiff.pipelines.mol import conditions as C
 
-    if attempts > 1 and source != "specialist":
-        raise ValueError(f"conditions_job: attempts > 1 applies to specialist rollouts, received source {source!r}")
+    if (attempts > 1 or search_k > 1) and source != "specialist":
+        raise ValueError("conditions_job: attempts > 1 and search_k > 1 apply to specialist rollouts, received "
+                         f"source {source!r}")
     make_env = env_factory(env_id, level, make_kwargs)
     policy = load_policy(policy_dir)
     To, Tp, _ = policy.horizons
@@ -302,7 +319,7 @@ def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, 
     if rollout_seeds:
         # The batched runner: the same rollouts as an evaluation on these seeds would make.
         recs, counts = rollouts_with_attempts(policy, env_id, level, list(rollout_seeds), attempts, batch_envs,
-                                              make_kwargs)
+                                              make_kwargs, search_k, search_lookahead)
         eps = C.Episodes(obs=[np.asarray(r["observations"][:-1], np.float32) for r in recs],
                          success=np.array([bool(r["success"]) for r in recs]),
                          seeds=np.array([int(r["seed"]) for r in recs], np.int64),

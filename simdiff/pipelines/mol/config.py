@@ -96,6 +96,9 @@ class PolicySpec:
         check_range("lr", self.lr, 0.0, 1.0, lo_open=True)
 
 
+SEARCHABLE_ENVS = ("simdiff/Push-v0",)  # worlds policies.critic.sim_state can snapshot and restore
+
+
 @dataclass(frozen=True)
 class ConditionsSpec:
     """Stage 3: unlabeled conditions (observation window + domain, no expert action).
@@ -114,10 +117,19 @@ class ConditionsSpec:
     # sampling noise, up to this many times in all. With the success filter, a hard initial state still yields
     # a pseudo-demo when any try succeeds, instead of only the states the specialist solves at the first try.
     attempts: int = 1
+    # Simulator-verified specialist rollouts: at each replanning point the specialist samples ``search_k``
+    # chunks (stochastic DDIM), each is replayed from a snapshot of the world followed by ``search_lookahead``
+    # chunks of the specialist, and the chunk whose replay ends best (success, then progress to the goal) is
+    # executed. The pseudo-demos are then the specialist's own chunks, chosen with the simulator as verifier;
+    # no expert acts. 1 = plain rollouts. Needs a world whose state can be snapshotted (simdiff/Push-v0).
+    search_k: int = 1
+    search_lookahead: int = 2
 
     def __post_init__(self) -> None:
         check_range("conditions.per_domain", self.per_domain, 1)
         check_range("conditions.attempts", self.attempts, 1, 16)
+        check_range("conditions.search_k", self.search_k, 1, 32)
+        check_range("conditions.search_lookahead", self.search_lookahead, 0, 8)
         check_range("conditions.resets_per_domain", self.resets_per_domain, 0)
         check_range("conditions.rollouts_per_domain", self.rollouts_per_domain, 0)
         total = self.resets_per_domain + self.rollouts_per_domain
@@ -255,6 +267,10 @@ class MolConfig:
     def __post_init__(self) -> None:
         check_range("seed", self.seed, 0, 99)
         _check_disjoint_seeds(self)
+        if self.conditions.search_k > 1 and self.env.id not in SEARCHABLE_ENVS:
+            raise ValueError(f"conditions.search_k > 1 replays chunks from simulator snapshots, which "
+                             f"{', '.join(SEARCHABLE_ENVS)} support; received env.id {self.env.id!r} (set "
+                             "conditions.search_k: 1)")
 
     # -- derived quantities ---------------------------------------------------------------------------------
     def demo_seed(self, domain: int) -> int:
@@ -283,6 +299,9 @@ def config_fingerprint(cfg: MolConfig) -> str:
     d.pop("name", None)  # cosmetic
     if d.get("conditions", {}).get("attempts") == 1:
         d["conditions"].pop("attempts")  # added later: at its default, runs made before it still resume
+    if d.get("conditions", {}).get("search_k") == 1:  # likewise (the lookahead only matters with a search)
+        d["conditions"].pop("search_k")
+        d["conditions"].pop("search_lookahead", None)
     blob = json.dumps(d, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

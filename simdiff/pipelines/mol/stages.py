@@ -415,15 +415,16 @@ def _stage_conditions(ctx: RunContext, r: int) -> dict:
             policy = specialist_dir(ctx.root, d)
             resets = list(range(s0, s0 + c.resets_per_domain))
             rolls = list(range(s0 + c.resets_per_domain, s0 + c.resets_per_domain + c.rollouts_per_domain))
-            source, attempts = "specialist", c.attempts
+            source, attempts, search = "specialist", c.attempts, (c.search_k, c.search_lookahead)
         else:
             policy = generalist_dir(ctx.root, f"distilled_r{r - 1}")
-            resets, source, attempts = [], "dagger", 1
+            resets, source, attempts, search = [], "dagger", 1, (1, 0)
             rolls = list(range(s0, s0 + cfg.dagger.rollouts_per_domain))
         jobs.append({"env_id": cfg.env.id, "level": d, "make_kwargs": dict(cfg.env.make_kwargs),
                      "policy_dir": str(policy), "reset_seeds": resets, "rollout_seeds": rolls,
                      "source": source, "round_": r, "domain": d, "stride": c.stride, "batch_envs": c.batch_envs,
-                     "out": str(path), "attempts": attempts})
+                     "out": str(path), "attempts": attempts, "search_k": search[0],
+                     "search_lookahead": search[1]})
     if jobs:
         results = adapters.run_jobs(adapters.conditions_job, jobs, ctx.executor,
                                     names=[f"conditions_r{r}_domain_{j['domain']}" for j in jobs],
@@ -439,6 +440,8 @@ def _stage_conditions(ctx: RunContext, r: int) -> dict:
         out[f"domain_{d}"] = st
         tries = (f"; {st['rollout_episodes']} episodes over {st['attempts']} tries, seeds solved "
                  f"{st['seeds_solved']:.2f}" if st.get("attempts", 1) > 1 else "")
+        if st.get("search_k", 1) > 1:
+            tries += f"; simulator-verified best of {st['search_k']} (lookahead {st['search_lookahead']})"
         ctx.log(f"  domain {d}: {st['conditions']} conditions ({st['episodes']} rollouts, "
                 f"success {st['rollout_success']:.2f}{tries})")
     return out
