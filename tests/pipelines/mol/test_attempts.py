@@ -51,3 +51,49 @@ def test_attempts_config_range_and_fingerprint():
     # at its default the new key leaves fingerprints (and so the resume of older runs) unchanged
     assert with_overrides(cfg, conditions={"attempts": 1}).fingerprint() == cfg.fingerprint()
     assert with_overrides(cfg, conditions={"attempts": 4}).fingerprint() != cfg.fingerprint()
+
+
+# --------------------------------------------------------------------------- simulator-verified rollouts
+def _tiny_policy():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "policies" / "critic" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("critic_fixtures", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.make_tiny_policy()
+
+
+def test_search_rollouts_execute_verified_chunks_and_report_it(monkeypatch):
+    from policies.critic import outcomes
+
+    policy = _tiny_policy()
+    calls = []
+    real = outcomes.run_candidates
+
+    def spy(envs, snaps, acts, hist, den, lookahead, seeds):
+        calls.append((len(envs), lookahead))
+        return real(envs, snaps, acts, hist, den, lookahead, seeds)
+
+    monkeypatch.setattr(outcomes, "run_candidates", spy)
+    recs, st = rollouts_with_attempts(policy, ENV, 1, [5, 6], 1, batch_envs=2,
+                                      make_kwargs={"max_episode_steps": 8}, search_k=3, search_lookahead=1)
+    assert st["search_k"] == 3 and st["search_lookahead"] == 1 and len(recs) == 2
+    assert all(np.asarray(r["actions"]).shape == (r["length"], 2) for r in recs)
+    # every replanning point of every slot replayed 3 candidates (with 1 lookahead chunk each)
+    assert calls and all(n % 3 == 0 and la == 1 for n, la in calls)
+    n_calls = len(calls)
+    plain, st_plain = rollouts_with_attempts(policy, ENV, 1, [5, 6], 1, batch_envs=2,
+                                             make_kwargs={"max_episode_steps": 8})
+    assert "search_k" not in st_plain and len(calls) == n_calls  # the plain path never searches
+
+
+def test_search_config_checks_and_fingerprint():
+    with pytest.raises(ConfigError, match="conditions.search_k"):
+        load_config(MolConfig, {"conditions": {"search_k": 0}})
+    with pytest.raises(ConfigError, match="replays chunks from simulator snapshots"):
+        load_config(MolConfig, {"env": {"id": "simdiff/Lift-v0"}, "conditions": {"search_k": 4}})
+    cfg = MolConfig()
+    assert with_overrides(cfg, conditions={"search_k": 1, "search_lookahead": 5}).fingerprint() == cfg.fingerprint()
+    assert with_overrides(cfg, conditions={"search_k": 4}).fingerprint() != cfg.fingerprint()
