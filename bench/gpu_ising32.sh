@@ -119,7 +119,7 @@ val() {  # val NAME [extra args]
 }
 val validate &
 P_V1=$!
-val validate_s250 --steps 250 &
+val validate_s100 --steps 100 &
 P_V2=$!
 
 wait $P_DDM
@@ -131,5 +131,5 @@ timeout $(( $(left) - 20 )) $SIM ddm compare "$W/ddm32" --reference "$REF" --out
   --n "$VAL_N" --batch-size "$SAMPLE_BATCH" > "$W/ddm_compare.log" 2>&1
 log "ddm compare: exit $?"
 wait $P_V1 $P_V2
-pack reports.tgz "$W/validate" "$W/validate_s250" "$W/ddm_compare" "$W"/*.log
+pack reports.tgz "$W/validate" "$W/validate_s100" "$W/ddm_compare" "$W"/*.log
 log "done"

@@ -373,6 +373,17 @@ class SpectralProcess:
                                    s0=self.s0.to(device))
 
 
+def device_copies(proc: SpectralProcess) -> Callable[[torch.device], SpectralProcess]:
+    """``get(device)``: ``proc`` with its tables on ``device``, copied once per device (for per-step loss code)."""
+    copies: dict[torch.device, SpectralProcess] = {}
+
+    def get(device: torch.device) -> SpectralProcess:
+        if device not in copies:
+            copies[device] = proc.to(device)
+        return copies[device]
+    return get
+
+
 def make_process(L: int, basis: Basis, lambdas: Tensor, spectrum: tuple[float, float, float],
                  k_c: float = 0.0, tau: float = 0.1) -> SpectralProcess:
     """Build a :class:`SpectralProcess` for ``L x L`` images from a ``lambda`` table and ``S0`` = ``(C, alpha, k0sq)``."""
@@ -601,7 +612,8 @@ def sample(proc: SpectralProcess, eps_fn: EpsFn, x_start: Tensor, n_start: int, 
 
 
 __all__ = [
-    "BASES", "SCHEDULES", "K0SQ_BOUNDS", "SpectralProcess", "dct_matrix", "to_modes", "from_modes", "mode_indices",
+    "BASES", "SCHEDULES", "K0SQ_BOUNDS", "SpectralProcess", "device_copies", "dct_matrix", "to_modes", "from_modes",
+    "mode_indices",
     "wavenumbers", "wavenumber_sq", "max_resolved_wavenumber", "known_mode_mask", "upsample_matrix",
     "downsample_matrix", "spectral_resample", "place_modes", "lambda_linear", "lambda_loglinear", "make_lambdas",
     "snr", "k_tau", "start_step", "power_spectrum", "mode_variance", "fit_power_spectrum", "make_process",

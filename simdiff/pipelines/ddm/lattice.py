@@ -101,12 +101,13 @@ def _noise_fn(scfg: SkildConfig, spectrum: list[float]):
     if scfg.process.kind == "spectral":
         proc = core.build_process(scfg, scfg.data.L, tuple(spectrum))
         n_steps = proc.num_steps
+        proc_on = sp.device_copies(proc)
 
         def noise(x0: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
             # CPU generator, then moved: the same draws on every device
             n = torch.randint(1, n_steps + 1, (x0.shape[0],), generator=gen).to(x0.device)
             eps = torch.randn(x0.shape, generator=gen).to(x0.device)
-            p = proc.to(x0.device)
+            p = proc_on(x0.device)
             xn = sp.corrupt(p, sp.to_modes(x0, p.basis), n, eps)
             return sp.from_modes(xn, p.basis).float(), n.float() / n_steps
         return noise

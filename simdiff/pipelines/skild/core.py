@@ -160,16 +160,14 @@ def build_gaussian(cfg: SkildConfig) -> gs.GaussianSchedule:
 def spectral_loss_fn(proc: sp.SpectralProcess):
     """``loss_fn(model, x0 (B,1,L,L), generator) -> (B,)``: eps prediction, pixel-space network, mode-space loss."""
     n_steps = proc.num_steps
-    on_device: dict[torch.device, sp.SpectralProcess] = {}   # the process tables, copied once per device
+    proc_on = sp.device_copies(proc)
 
     def loss_fn(model: torch.nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
         b, dev = x0.shape[0], x0.device
         # drawn with the CPU generator, then moved: the same draws on every device
         n = torch.randint(1, n_steps + 1, (b,), generator=generator).to(dev)
         eps = torch.randn(x0.shape, generator=generator).to(dev)
-        if dev not in on_device:
-            on_device[dev] = proc.to(dev)
-        p = on_device[dev]
+        p = proc_on(dev)
         xn = sp.corrupt(p, sp.to_modes(x0, p.basis), n, eps)
         eps_hat = model(sp.from_modes(xn, p.basis), n.float() / n_steps)
         return sp.loss(eps_hat, eps, p.basis)
@@ -368,11 +366,6 @@ class SkildModel:
     @property
     def L(self) -> int:
         return self.cfg.data.L
-
-    @property
-    def device(self) -> torch.device:
-        """Where the network runs; the process math (float64 mode tables) always stays on the CPU."""
-        return next(self.net.parameters()).device
 
     @property
     def kind(self) -> str:
