@@ -52,6 +52,13 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="how the input was made: raw (its modes are taken as the true large-scale modes) or a "
                    "coarse-graining of factor L/R, majority block spins or block average (its modes are mapped to "
                    "their estimate of the true modes, calibrated on training lattices)")
+    p.add_argument("--conditioning", choices=("start", "replace"), default=None,
+                   help="how super-resolution holds on to its input: start (only through the starting state) or "
+                   "replace (every reverse step keeps the input's modes; default: the model's "
+                   "sample.superres_conditioning)")
+    p.add_argument("--superres-tau", type=float, default=None, metavar="TAU",
+                   help="SNR threshold that picks the start step n0 (smaller starts later; default: the model's "
+                   "sample.superres_tau, else process.tau)")
     p.add_argument("--out", required=True, metavar="FILE.npz")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_superres)
@@ -63,11 +70,18 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", required=True, metavar="REF.npz", help="held-out ground-truth lattices")
     p.add_argument("--out", required=True, metavar="REPORT_DIR")
     p.add_argument("--baseline", metavar="DIR", help="white-noise baseline run (process.kind: gaussian)")
-    p.add_argument("--n", type=int, default=None, help="generated lattices (default: validate.num_generate)")
+    p.add_argument("--n", type=int, default=None, help="generated lattices (default: validate.num_generate; 0: super-resolution only)")
     p.add_argument("--n-superres", type=int, default=None, help="super-resolved lattices per factor")
     p.add_argument("--factors", type=int, nargs="*", default=None, help="super-resolution factors (e.g. 2 4)")
     p.add_argument("--downsample", choices=("majority", "average"), nargs="+", default=None,
                    help="how inputs are made from the reference, one or both (default: validate.downsample)")
+    p.add_argument("--conditioning", choices=("start", "replace"), default=None,
+                   help="how super-resolution holds on to its input: start (only through the starting state) or "
+                   "replace (every reverse step keeps the input's modes; default: the model's "
+                   "sample.superres_conditioning)")
+    p.add_argument("--superres-tau", type=float, default=None, metavar="TAU",
+                   help="SNR threshold that picks the start step n0 (smaller starts later; default: the model's "
+                   "sample.superres_tau, else process.tau)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_validate)
 
@@ -143,7 +157,7 @@ def _superres(args: argparse.Namespace) -> int:
     model = _setup(args)
     x_low = check_lowres(model, load_lattices(args.input))
     x, info = superres(model, x_low, seed=args.seed, steps=_steps(args), batch_size=args.batch_size,
-                       input_kind=args.input_kind)
+                       input_kind=args.input_kind, conditioning=args.conditioning, tau=args.superres_tau)
     save_npz(out, samples=x.numpy(), spins=to_spins(x[:, 0]), L=model.L, R=info["R"], n0=info["n0"],
              seed=args.seed, input_kind=args.input_kind, model=str(model.path))
     print(f"super-resolved {x.shape[0]} lattices {info['R']}x{info['R']} -> {model.L}x{model.L} "
@@ -162,12 +176,14 @@ def _validate(args: argparse.Namespace) -> int:
         ensure_new_path(out, args.overwrite)
     for name in ("n", "n_superres"):
         v = getattr(args, name)
-        if v is not None and v < 2:
-            raise ValueError(f"--{name.replace('_', '-')}: expected >= 2, received {v}")
+        if v is not None and v < 2 and not (name == "n" and v == 0):
+            raise ValueError(f"--{name.replace('_', '-')}: expected >= 2" + (" or 0 (no generation)" if name == "n"
+                             else "") + f", received {v}")
     reference = load_lattices(args.reference)
     model = _setup(args)
     baseline = load_model(args.baseline, device=args.device) if args.baseline else None
     validate(model, reference, out, baseline=baseline, n_generate=args.n, n_superres=args.n_superres,
              factors=args.factors, method=args.downsample, seed=args.seed, steps=_steps(args),
-             batch_size=args.batch_size, reference_path=args.reference)
+             batch_size=args.batch_size, reference_path=args.reference, conditioning=args.conditioning,
+             superres_tau=args.superres_tau)
     return 0

@@ -513,18 +513,26 @@ def posterior(proc: SpectralProcess, x_n: Tensor, x0: Tensor, n: Tensor, m: Tens
 
 def sample_step(proc: SpectralProcess, x_n: Tensor, eps_hat: Tensor, n: Tensor, m: Tensor,
                 generator: torch.Generator | None = None, clip_x0: float | None = None,
-                eps_error: float = 0.0) -> Tensor:
+                eps_error: float = 0.0, pinned: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """One ancestral step ``X_n -> X_m`` (modes, float64) with the exact posterior around ``x0_hat``.
 
     ``clip_x0`` clamps ``x0_hat`` in pixel space to ``[-clip_x0, clip_x0]`` (data range known, e.g. spins), the
     usual guard for data of known range; ``eps_error`` regularises ``x0_hat`` (see :func:`predict_x0`).
-    No noise is added when ``m = 0``.
+    ``pinned = (mask (L, L) bool, x0 (B, C, L, L))``: on the masked modes ``X_0`` is known, so the posterior is
+    taken around it instead of the network's ``x0_hat`` (conditioning by replacement, exact for a Markov
+    forward process that acts on each mode separately). No noise is added when ``m = 0``.
     """
     b = x_n.shape[0]
     n, m = _check_steps(proc, n, b), _check_steps(proc, m, b)
     x0 = predict_x0(proc, x_n, eps_hat, n, eps_error=eps_error)
     if clip_x0 is not None:
         x0 = to_modes(from_modes(x0, proc.basis).clamp(-clip_x0, clip_x0), proc.basis)
+    if pinned is not None:
+        mask, x0_known = pinned
+        if tuple(x0_known.shape) != tuple(x0.shape) or tuple(mask.shape) != (proc.L, proc.L):
+            raise ValueError(f"pinned: expected a ({proc.L}, {proc.L}) mask and x0 of shape {tuple(x0.shape)}, "
+                             f"received {tuple(mask.shape)} and {tuple(x0_known.shape)}")
+        x0 = torch.where(mask.to(x0.device), x0_known.to(x0), x0)
     mean, var = posterior(proc, x_n, x0, n, m)
     noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
     last = (m == 0).reshape(-1, 1, 1, 1)
@@ -579,13 +587,14 @@ def prior_sample(proc: SpectralProcess, shape: tuple[int, ...], n: int, generato
 
 def sample(proc: SpectralProcess, eps_fn: EpsFn, x_start: Tensor, n_start: int, num_steps: int | None = None,
            generator: torch.Generator | None = None, clip_x0: float | None = None,
-           callback: Callable[[int, Tensor], None] | None = None, eps_error: float | Tensor = 0.0) -> Tensor:
+           callback: Callable[[int, Tensor], None] | None = None, eps_error: float | Tensor = 0.0,
+           pinned: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Ancestral sampling loop from ``X_{n_start}`` (modes) to ``X_0``; returns pixels ``(B, C, L, L)`` float32.
 
     ``eps_fn(x_pixels float32 (B, C, L, L), n (B,) long) -> eps_hat`` in pixel space (the network).
     ``num_steps`` < ``n_start`` jumps between a subsequence of steps with the exact posterior (fewer-step variant).
-    ``clip_x0`` and ``eps_error`` (a float, or a table ``(N + 1,)`` indexed by step): see :func:`sample_step`
-    and :func:`predict_x0`.
+    ``clip_x0`` and ``eps_error`` (a float, or a table ``(N + 1,)`` indexed by step), ``pinned`` (modes whose
+    ``X_0`` is known): see :func:`sample_step` and :func:`predict_x0`.
     """
     if x_start.ndim != 4:
         raise ValueError(f"x_start: expected (B, C, L, L), received {tuple(x_start.shape)}")
@@ -605,7 +614,8 @@ def sample(proc: SpectralProcess, eps_fn: EpsFn, x_start: Tensor, n_start: int, 
         # 2. its mode-space eps gives x0_hat; 3. draw X_m from the exact posterior around x0_hat
         x = sample_step(proc, x, to_modes(eps_pix.double(), proc.basis), nn, torch.full((b,), m, dtype=torch.long),
                         generator=generator, clip_x0=clip_x0,
-                        eps_error=float(eps_error[n]) if isinstance(eps_error, Tensor) else eps_error)
+                        eps_error=float(eps_error[n]) if isinstance(eps_error, Tensor) else eps_error,
+                        pinned=pinned)
         if callback is not None:
             callback(i, x)
     return from_modes(x, proc.basis).float()

@@ -121,6 +121,22 @@ def test_sample_superres_and_start_steps(tiny_run):
     assert info["k_tau_n0"] <= info["k_max_input"]
 
 
+def test_superres_replace_conditioning_keeps_the_input_modes(tiny_run):
+    model = core.load_model(tiny_run["run"])
+    low = torch.sign(torch.randn(4, 4, 4, generator=torch.Generator().manual_seed(1)))
+    placed, known = sp.place_modes(low[:, None].double(), 8, "fft")
+    out = {}
+    for cond in ("start", "replace"):
+        x, info = core.superres(model, low, seed=0, conditioning=cond)
+        assert info["conditioning"] == cond
+        out[cond] = sp.to_modes(x.double(), "fft")
+    # replace: X_0 on the input's modes is the input's (raw: exact); start: the network is free to move them
+    assert torch.allclose(out["replace"][..., known], placed[..., known], atol=1e-5)
+    assert not torch.allclose(out["start"][..., known], placed[..., known], atol=1e-2)
+    with pytest.raises(core.UserError, match="conditioning: expected one of start, replace"):
+        core.superres(model, low, conditioning="inpaint")
+
+
 def test_input_calibration_from_training_lattices(tiny_run):
     model = core.load_model(tiny_run["run"])
     cal = model.meta["input_calibration"]
@@ -172,6 +188,7 @@ def test_cli_end_to_end_and_validation_report(tiny_run, tmp_path, capsys):
     # 4 scalars, G(r) for r = 1..4, G4c(l) for l = 1, 2, S(k) on 4 shells
     assert gen["n_checks"] == 4 + 4 + 2 + 4 and 0 <= gen["n_pass"] <= gen["n_checks"]
     assert "white_noise" in m["generation"]
+    block_n0_2x = m["superres"]["2x-majority"]["skild"]["n0"]
     for key in ("2x-majority", "4x-majority"):
         block = m["superres"][key]
         assert {"skild", "nearest", "sdedit_white_noise"} <= set(block)
@@ -179,6 +196,15 @@ def test_cli_end_to_end_and_validation_report(tiny_run, tmp_path, capsys):
         assert block["nearest"]["consistency"]["block_agreement"] == 1.0  # NN of block spins is consistent
     printed = capsys.readouterr().out
     assert "summed norm. error" in printed and "SR 4x-majority (R=2)" in printed
+
+    # Super-resolution only (--n 0), starting later with a smaller SNR threshold
+    rep2 = tmp_path / "report_sr"
+    assert main(["skild", "validate", str(run), "--reference", str(ref), "--out", str(rep2), "--n", "0",
+                 "--n-superres", "10", "--factors", "2", "--superres-tau", "0.01"]) == 0
+    m2 = json.loads((rep2 / "metrics.json").read_text())
+    assert m2["generation"] == {} and set(m2["superres"]) == {"2x-majority"} and m2["superres_tau"] == 0.01
+    assert m2["superres"]["2x-majority"]["skild"]["n0"] > block_n0_2x
+    assert "generation_all_pass" not in m2["verdict"] and (rep2 / "report.md").exists()
 
 
 def test_cli_errors(tiny_run, tmp_path, capsys):
@@ -201,6 +227,11 @@ def test_cli_errors(tiny_run, tmp_path, capsys):
     assert main(["skild", "superres", str(tiny_run["run"]), "--input", str(bad), "--out",
                  str(tmp_path / "b.npz")]) == 2
     assert "expected shape (N, L, L)" in capsys.readouterr().err
+    good = tmp_path / "good.npz"
+    core.save_npz(good, spins=np.ones((2, 4, 4), dtype=np.int8))
+    assert main(["skild", "superres", str(tiny_run["run"]), "--input", str(good), "--out",
+                 str(tmp_path / "b.npz"), "--superres-tau", "0"]) == 2
+    assert "superres tau: expected > 0, received 0" in capsys.readouterr().err
     core.save_npz(bad, other=np.ones(3))
     assert main(["skild", "superres", str(tiny_run["run"]), "--input", str(bad), "--out",
                  str(tmp_path / "b.npz")]) == 2

@@ -306,3 +306,22 @@ def test_regularised_x0_estimate_is_the_lmmse_for_noisy_eps():
 def test_process_to_device_is_identity_where_it_already_is():
     proc = sp.make_process(8, "fft", sp.make_lambdas(10, "loglinear", -3.0, -0.5), (1.0, 1.0, 0.5))
     assert proc.to("cpu") is proc
+
+
+def test_pinned_modes_take_the_posterior_around_the_known_x0():
+    L = 8
+    proc = _proc(L, "fft")
+    g = torch.Generator().manual_seed(3)
+    x0_true = torch.randn(3, 1, L, L, dtype=torch.float64, generator=g)
+    known = sp.known_mode_mask(4, L, "fft")
+    x_n = sp.corrupt(proc, x0_true, torch.full((3,), 10), torch.randn(3, 1, L, L, dtype=torch.float64, generator=g))
+    eps_hat = torch.zeros_like(x_n)   # a network that knows nothing
+    n, m = torch.full((3,), 10), torch.zeros(3, dtype=torch.long)
+    free = sp.sample_step(proc, x_n, eps_hat, n, m)
+    pinned = sp.sample_step(proc, x_n, eps_hat, n, m, pinned=(known, x0_true))
+    # The last step lands on the known X_0 on the pinned modes and leaves the others to the network.
+    assert torch.allclose(pinned[..., known], x0_true[..., known], atol=1e-12)
+    assert torch.allclose(pinned[..., ~known], free[..., ~known], atol=1e-12)
+    assert not torch.allclose(free[..., known], x0_true[..., known], atol=1e-3)
+    with pytest.raises(ValueError, match="pinned: expected"):
+        sp.sample_step(proc, x_n, eps_hat, n, m, pinned=(known, x0_true[:1]))

@@ -157,11 +157,14 @@ def label_fn(policy_dir: str | Path, threads: int = 1):
 
 
 def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str], out_dir: str, steps: int,
-                     seed: int, threads: int = 1, paired_fraction: float | None = None) -> dict:
+                     seed: int, threads: int = 1, paired_fraction: float | None = None,
+                     finetune_fraction: float = 0.0) -> dict:
     """Executor job: train one diffusion policy on paired demos (+ pseudo-labels) into ``out_dir``.
 
     Normalizers are fitted to all its training data; a distillation batch draws ``paired_fraction`` of its
-    rows from the paired windows (None: proportional to the counts) and the rest from the pseudo-labels. Resumes from ``out_dir/checkpoint`` if a previous attempt was interrupted. Returns a
+    rows from the paired windows (None: proportional to the counts) and the rest from the pseudo-labels; the last
+    ``finetune_fraction`` of the steps draw paired windows only. Resumes from ``out_dir/checkpoint`` if a previous
+    attempt was interrupted. Returns a
     JSON-able summary; the exported policy is ``out_dir/policy``.
     """
     import time
@@ -199,7 +202,8 @@ def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str
                              Normalizer.fit(obs_fit, pcfg.normalizer.obs),
                              Normalizer.fit(act_fit, pcfg.normalizer.action), info)
     sampler = WindowSampler(paired, To, Tp, Ta)
-    batch_fn = _batch_fn(sampler, labels, pcfg.train.batch_size, paired_fraction)
+    batch_fn = _batch_fn(sampler, labels, pcfg.train.batch_size, paired_fraction,
+                         finetune_from=finetune_start(steps, finetune_fraction))
 
     def loss_fn(model, batch, gen):
         return policy.compute_loss(batch, gen, model)
@@ -217,8 +221,16 @@ def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str
     return summary
 
 
-def _batch_fn(sampler, labels, batch_size: int, paired_fraction: float | None):
-    """Mixed batches: ``n_p`` paired windows + ``B - n_p`` pseudo-labels per step, from the step's generator."""
+def finetune_start(steps: int, finetune_fraction: float) -> int:
+    """First step of the paired-only phase: ``steps`` (none) for ``finetune_fraction = 0``."""
+    if not 0.0 <= finetune_fraction < 1.0:
+        raise ValueError(f"finetune_fraction: expected a value in [0, 1), received {finetune_fraction!r}")
+    return steps - int(round(steps * finetune_fraction))
+
+
+def _batch_fn(sampler, labels, batch_size: int, paired_fraction: float | None, finetune_from: int | None = None):
+    """Mixed batches: ``n_p`` paired windows + ``B - n_p`` pseudo-labels per step, from the step's generator;
+    from step ``finetune_from`` on, paired windows only."""
     import torch
 
     if labels is None:
@@ -231,6 +243,8 @@ def _batch_fn(sampler, labels, batch_size: int, paired_fraction: float | None):
     act_q = torch.from_numpy(np.ascontiguousarray(labels.actions, dtype=np.float32))
 
     def batch_fn(step: int, gen: torch.Generator) -> dict:
+        if finetune_from is not None and step >= finetune_from:
+            return sampler.sample(batch_size, gen)
         p = sampler.sample(n_p, gen) if n_p else None
         idx = torch.randint(n_pseudo, (batch_size - n_p,), generator=gen)
         if p is None:

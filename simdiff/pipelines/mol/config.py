@@ -179,9 +179,13 @@ class PseudoSpec:
     # Share of each distillation batch drawn from the paired demos (the rest from pseudo-labels);
     # null: proportional to the number of paired windows and pseudo-labels.
     paired_fraction: float | None = 0.25
+    # Share of the distilled generalist's steps, at the end, trained on the paired demos only (pseudo-labels as
+    # pre-training, the consistent expert data last). 0: mixed batches throughout.
+    finetune_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("pseudo.batch_size", self.batch_size, 1)
+        check_range("pseudo.finetune_fraction", self.finetune_fraction, 0.0, 1.0, hi_open=True)
         if self.paired_fraction is not None:
             check_range("pseudo.paired_fraction", self.paired_fraction, 0.0, 1.0)
         check_range("pseudo.seed", self.seed, 0)
@@ -302,6 +306,8 @@ def config_fingerprint(cfg: MolConfig) -> str:
     if d.get("conditions", {}).get("search_k") == 1:  # likewise (the lookahead only matters with a search)
         d["conditions"].pop("search_k")
         d["conditions"].pop("search_lookahead", None)
+    if d.get("pseudo", {}).get("finetune_fraction") == 0.0:  # likewise
+        d["pseudo"].pop("finetune_fraction")
     blob = json.dumps(d, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

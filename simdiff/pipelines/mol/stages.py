@@ -508,6 +508,8 @@ def _stage_generalist(ctx: RunContext, r: int) -> dict:
     seed = _train_seed(cfg, "generalist")
     jobs = [(f"generalist_distilled_r{r}", {**base, "pseudo": pseudo, "steps": steps, "seed": seed,
                                             "paired_fraction": cfg.pseudo.paired_fraction,
+                                            **({"finetune_fraction": cfg.pseudo.finetune_fraction}
+                                               if cfg.pseudo.finetune_fraction else {}),
                                             "out_dir": str(generalist_dir(ctx.root, f"distilled_r{r}"))})]
     if r == 0:
         jobs.append(("generalist_labeled_only", {**base, "pseudo": [], "steps": cfg.generalist.steps,

@@ -111,6 +111,13 @@ class SampleConfig:
     #: (0.02 to 0.1 give the same energy and |m|; 0 with clipping collapses to energy -1.0).
     eps_error: float = 0.05
     batch_size: int = 250
+    #: how super-resolution holds on to its input: ``start`` (only through ``X_{n0}``) or ``replace`` (every
+    #: reverse step's posterior on the input's modes is taken around their known ``X_0``; see ``superres``)
+    superres_conditioning: Literal["start", "replace"] = "start"
+    #: SNR threshold that picks super-resolution's start step: ``n0`` is the first step whose cutoff
+    #: ``k_tau`` at this threshold is at or below the input's highest wavenumber (``null``: ``process.tau``).
+    #: Smaller starts later (more noise, more freedom for the network, less copying of the input).
+    superres_tau: float | None = None
 
     def __post_init__(self) -> None:
         if self.steps is not None:
@@ -119,6 +126,8 @@ class SampleConfig:
             check_range("sample.clip_x0", self.clip_x0, lo=0.0, lo_open=True)
         check_range("sample.eps_error", self.eps_error, lo=0.0)
         check_range("sample.batch_size", self.batch_size, lo=1)
+        if self.superres_tau is not None:
+            check_range("sample.superres_tau", self.superres_tau, lo=0.0, lo_open=True)
 
 
 @dataclass(frozen=True)

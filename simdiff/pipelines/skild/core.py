@@ -515,10 +515,24 @@ def check_lowres(model: SkildModel, x_low: np.ndarray | Tensor) -> Tensor:
     return x
 
 
-def superres_start(model: SkildModel, R: int) -> int:
-    """Start step ``n0``: the first step whose cutoff ``k_tau`` is at or below the input's highest wavenumber."""
+SR_CONDITIONING = ("start", "replace")
+
+
+def superres_tau(model: SkildModel, tau: float | None = None) -> float:
+    """The SNR threshold of super-resolution's start: ``tau``, else ``sample.superres_tau``, else ``process.tau``."""
+    for v in (tau, model.cfg.sample.superres_tau):
+        if v is not None:
+            if not v > 0:
+                raise UserError(f"superres tau: expected > 0, received {v}")
+            return float(v)
+    return float(model.cfg.process.tau)
+
+
+def superres_start(model: SkildModel, R: int, tau: float | None = None) -> int:
+    """Start step ``n0``: the first step whose cutoff ``k_tau`` (at :func:`superres_tau`) is at or below the
+    input's highest wavenumber."""
     proc = model.process()
-    return sp.start_step(proc.lambdas, sp.max_resolved_wavenumber(R, proc.basis), proc.tau)
+    return sp.start_step(proc.lambdas, sp.max_resolved_wavenumber(R, proc.basis), superres_tau(model, tau))
 
 
 def input_calibration(model: SkildModel, R: int, kind: str) -> tuple[Tensor, Tensor] | None:
@@ -546,16 +560,23 @@ def input_calibration(model: SkildModel, R: int, kind: str) -> tuple[Tensor, Ten
 
 
 def superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0, steps: int | None = -1,
-             batch_size: int | None = None, input_kind: str = "raw") -> tuple[Tensor, dict]:
+             batch_size: int | None = None, input_kind: str = "raw",
+             conditioning: str | None = None, tau: float | None = None) -> tuple[Tensor, dict]:
     """Honest SKILD super-resolution of real low-resolution inputs ``(N, R, R)`` -> ``(N, 1, L, L)`` float32.
 
     1. place the input's modes into the ``L x L`` mode grid (nothing above its resolution is known); for inputs
        made by a known operator (``input_kind`` ``majority`` / ``average``) the placed modes are mapped to their
        LMMSE estimate of the true modes with a residual variance (:func:`measure_input_calibration`, from
        training lattices only); ``raw`` takes them as exact;
-    2. ``n0`` = first step with ``k_tau(n0) <=`` the input's highest resolved wavenumber;
+    2. ``n0`` = first step with ``k_tau(n0) <=`` the input's highest resolved wavenumber, ``k_tau`` at the SNR
+       threshold ``tau`` (default: the model's ``sample.superres_tau``, else ``process.tau``);
     3. draw ``X_{n0}``: known modes from the forward marginal around that estimate, the others from the noise
        prior ``sqrt(S0) eps``; 4. run the reverse process from ``n0``.
+
+    ``conditioning`` (default: the model's ``sample.superres_conditioning``): ``start`` uses the input only in
+    ``X_{n0}``, after which the network's ``x0_hat`` drives every mode; ``replace`` draws the known modes' ``X_0``
+    once (around the estimate, with its residual variance) and takes every reverse step's posterior around that
+    draw on the known modes, so they cannot drift away from the input over the reverse process.
     """
     from simdiff.utils.progress import progress
 
@@ -568,7 +589,11 @@ def superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0, steps
     bs = batch_size or model.cfg.sample.batch_size
     proc = model.process()
     cal = input_calibration(model, R, input_kind)
-    n0 = superres_start(model, R)
+    conditioning = conditioning or model.cfg.sample.superres_conditioning
+    if conditioning not in SR_CONDITIONING:
+        raise UserError(f"conditioning: expected one of {', '.join(SR_CONDITIONING)}, received {conditioning!r}")
+    tau = superres_tau(model, tau)
+    n0 = superres_start(model, R, tau)
     k = _steps_for(model, n0, steps)
     gen = torch.Generator().manual_seed(int(seed))
     out = []
@@ -576,14 +601,20 @@ def superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0, steps
         modes, known = sp.place_modes(x[lo:hi, None].double(), model.L, proc.basis)
         if cal is not None:
             modes = cal[0] * modes
+        pinned = None
+        if conditioning == "replace":
+            if cal is not None:   # one draw of the known modes' X_0 from their Gaussian estimate
+                modes = modes + cal[1].sqrt() * torch.randn(modes.shape, generator=gen, dtype=torch.float64)
+            pinned = (known, modes)
         x_start = sp.prior_sample(proc, tuple(modes.shape), n0, generator=gen, known_modes=modes, known=known,
-                                  known_var=None if cal is None else cal[1])
+                                  known_var=None if cal is None or pinned is not None else cal[1])
         out.append(sp.sample(proc, _spectral_eps_fn(model), x_start, n0, num_steps=k, generator=gen,
-                             clip_x0=model.cfg.sample.clip_x0, eps_error=model.cfg.sample.eps_error))
+                             clip_x0=model.cfg.sample.clip_x0, eps_error=model.cfg.sample.eps_error,
+                             pinned=pinned))
     info = {"R": R, "L": model.L, "n0": n0, "num_steps": model.num_steps, "sampler_steps": k,
-            "input_kind": input_kind,
+            "input_kind": input_kind, "conditioning": conditioning,
             "k_max_input": sp.max_resolved_wavenumber(R, proc.basis),
-            "k_tau_n0": float(sp.k_tau(proc.lambdas[n0], proc.tau))}
+            "tau": tau, "k_tau_n0": float(sp.k_tau(proc.lambdas[n0], tau))}
     return torch.cat(out).float(), info
 
 
@@ -647,6 +678,6 @@ __all__ = [
     "MODEL_DIR", "MODEL_KIND", "PRETRAINED_ROOT", "load_lattices", "save_npz", "to_spins",
     "generate_training_data", "augment", "make_batch_fn", "build_net", "fit_spectrum", "build_process",
     "build_gaussian", "spectral_loss_fn", "gaussian_loss_fn", "INPUT_KINDS", "coarse_grain", "sr_factors", "measure_input_calibration", "input_calibration", "train_run", "SkildModel", "available_pretrained",
-    "resolve_model_dir", "load_model", "on_net_device", "generate", "check_lowres", "superres_start", "superres",
+    "resolve_model_dir", "load_model", "on_net_device", "generate", "check_lowres", "SR_CONDITIONING", "superres_tau", "superres_start", "superres",
     "nearest_upsample", "sdedit_start", "sdedit_superres",
 ]

@@ -106,7 +106,7 @@ def _profile_plot(metrics: dict, name: str, title: str, xlabel: str, path: Path,
     import matplotlib.pyplot as plt
 
     ens = ensembles(metrics)
-    groups = [("generation", [x for x in ens if x[0].startswith("generation")])]
+    groups = [("generation", [x for x in ens if x[0].startswith("generation")])] if metrics["generation"] else []
     groups += [(f"super-resolution {k}", [x for x in ens if x[0].startswith(f"SR {k} ")]) for k in metrics["superres"]]
     fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.6), dpi=110, squeeze=False)
     for ax, (gtitle, items) in zip(axes[0], groups):
@@ -176,7 +176,9 @@ def write_report(metrics: dict, samples: dict, out_dir: str | Path) -> Path:
         f"- noise spectrum S0(k) = C (k^2 + k0^2)^-alpha: C = {metrics['spectrum']['C']:.4g}, "
         f"alpha = {metrics['spectrum']['alpha']:.4f}, k0^2 = {metrics['spectrum']['k0sq']:.4f}",
         f"- sampler steps for a full generation: {metrics['sampler_steps']}; low-resolution inputs: "
-        f"{' and '.join(metrics['downsample'])} block coarse-graining; seed {metrics['seed']}; validation wall time "
+        f"{' and '.join(metrics['downsample'])} block coarse-graining; super-resolution conditioning: "
+        f"{metrics.get('superres_conditioning', 'start')}, start SNR threshold tau = "
+        f"{metrics.get('superres_tau', '-')}; seed {metrics['seed']}; validation wall time "
         f"{metrics['wall_s'] / 60:.1f} min",
         "- pass criterion per check: |diff| <= max(3 combined stderr, 2% of |reference|); checks: energy, |m|, "
         "U4, S(k) slope, G(r) for r = 1..L/2, G4c(l), S(k) per shell",

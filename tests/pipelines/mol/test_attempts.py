@@ -97,3 +97,48 @@ def test_search_config_checks_and_fingerprint():
     cfg = MolConfig()
     assert with_overrides(cfg, conditions={"search_k": 1, "search_lookahead": 5}).fingerprint() == cfg.fingerprint()
     assert with_overrides(cfg, conditions={"search_k": 4}).fingerprint() != cfg.fingerprint()
+
+
+# --------------------------------------------------------------------------- paired-only fine-tuning phase
+class _Paired:
+    """Stands in for a WindowSampler: rows marked 1."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def sample(self, n, gen):
+        import torch
+
+        return {"obs": torch.ones(n, 2, 3), "action": torch.ones(n, 8, 2), "task": None}
+
+
+def test_finetune_phase_draws_paired_windows_only():
+    import torch
+
+    from simdiff.pipelines.mol.adapters import _batch_fn, finetune_start
+
+    assert finetune_start(9000, 0.33) == 6030 and finetune_start(100, 0.0) == 100
+    with pytest.raises(ValueError, match="finetune_fraction"):
+        finetune_start(100, 1.0)
+    pseudo = _Labels(np.zeros((50, 2, 3), np.float32), np.zeros((50, 8, 2), np.float32))
+    fn = _batch_fn(_Paired(), pseudo, 16, 0.5, finetune_from=60)
+    gen = torch.Generator().manual_seed(0)
+    assert float(fn(59, gen)["obs"].mean()) == pytest.approx(0.5)   # mixed: 8 paired + 8 pseudo rows
+    assert float(fn(60, gen)["obs"].mean()) == 1.0                   # fine-tuning: paired only
+
+
+class _Labels:
+    def __init__(self, obs, actions):
+        self.conditions = type("C", (), {"obs": obs})()
+        self.actions = actions
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+
+def test_finetune_config_range_and_fingerprint():
+    with pytest.raises(ConfigError, match="pseudo.finetune_fraction"):
+        load_config(MolConfig, {"pseudo": {"finetune_fraction": 1.0}})
+    cfg = MolConfig()
+    assert with_overrides(cfg, pseudo={"finetune_fraction": 0.0}).fingerprint() == cfg.fingerprint()
+    assert with_overrides(cfg, pseudo={"finetune_fraction": 0.3}).fingerprint() != cfg.fingerprint()
