@@ -629,22 +629,24 @@ def nearest_upsample(x_low: Tensor, L: int) -> Tensor:
     return x_low[..., idx, :][..., :, idx]
 
 
-def sdedit_start(model: SkildModel, R: int) -> int:
+def sdedit_start(model: SkildModel, R: int, tau: float | None = None) -> int:
     """SDEdit start index for the white-noise model: the first step at which the data's SNR at the input's
-    highest wavenumber, ``abar S0(k_max) / (1 - abar)``, drops to ``tau`` (the same rule SKILD uses)."""
+    highest wavenumber, ``abar S0(k_max) / (1 - abar)``, drops to ``tau`` (the same rule SKILD uses;
+    :func:`superres_tau`)."""
     sched = model.schedule()
     basis = model.cfg.process.basis
     k_max = sp.max_resolved_wavenumber(R, basis)
     s_kmax = float(sp.power_spectrum(torch.tensor(k_max**2, dtype=torch.float64), *model.spectrum))
     ab = sched.alpha_bars.double()
     snr = ab * s_kmax / (1.0 - ab)
-    hits = torch.nonzero(snr <= model.cfg.process.tau)
+    hits = torch.nonzero(snr <= superres_tau(model, tau))
     return int(hits[0, 0]) if hits.numel() else sched.num_steps - 1
 
 
 def sdedit_superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0, steps: int | None = -1,
-                    batch_size: int | None = None) -> tuple[Tensor, dict]:
-    """White-noise baseline: nearest-neighbour upsample, noise to ``t0`` (:func:`sdedit_start`), denoise."""
+                    batch_size: int | None = None, tau: float | None = None) -> tuple[Tensor, dict]:
+    """White-noise baseline: nearest-neighbour upsample, noise to ``t0`` (:func:`sdedit_start` at ``tau``),
+    denoise."""
     from simdiff.utils.progress import progress
 
     if model.kind != "gaussian":
@@ -654,7 +656,8 @@ def sdedit_superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0
     steps = model.cfg.sample.steps if steps == -1 else steps
     bs = batch_size or model.cfg.sample.batch_size
     sched = model.schedule()
-    t0 = sdedit_start(model, R)
+    tau = superres_tau(model, tau)
+    t0 = sdedit_start(model, R, tau)
     k = _steps_for(model, t0 + 1, steps) or (t0 + 1)
     ts = torch.unique(torch.round(torch.linspace(0, t0, k)).long()).flip(0).tolist()
     gen = torch.Generator().manual_seed(int(seed))
@@ -671,7 +674,7 @@ def sdedit_superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0
                 xt = gs.ddim_step(model_fn(xt, tt), xt, tt, prev, sched, "epsilon", eta=1.0, generator=gen,
                                   clip=model.cfg.sample.clip_x0)
         out.append(xt)
-    return torch.cat(out).float(), {"R": R, "L": model.L, "t0": t0, "sampler_steps": len(ts)}
+    return torch.cat(out).float(), {"R": R, "L": model.L, "t0": t0, "tau": tau, "sampler_steps": len(ts)}
 
 
 __all__ = [

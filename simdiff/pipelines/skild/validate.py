@@ -166,8 +166,9 @@ def _superres_block(model: SkildModel, baseline: SkildModel | None, truth: np.nd
     samples[f"skild_{key}"], samples[f"nearest_{key}"] = xs[:8], nn[:8]
     if baseline is not None:
         t0 = time.perf_counter()
+        # the same start threshold as SKILD's, so both start where the input stops resolving the data
         xd, dinfo = sdedit_superres(baseline, low.astype(np.float32), seed=seed, steps=steps,
-                                    batch_size=batch_size)
+                                    batch_size=batch_size, tau=info["tau"])
         xd = xd[:, 0].numpy()
         entries["sdedit_white_noise"] = _entry(xd, ref_a, T, {**dinfo, "wall_s": time.perf_counter() - t0,
                                                               **_fidelity(xd, low, truth, b, method, seed)})
