@@ -161,6 +161,9 @@ class GrpoConfig:
     eval_every: int = 4           #: evaluate every this many policy-update steps
     eval_episodes: int = 100
     eval_seed: int = 50_000
+    #: how the fine-tuned policy is evaluated: "policy" (its own deterministic DDIM sampler) or "trained" (the
+    #: stochastic DDIM sampler at ``eta`` that GRPO optimises; the deterministic one shares only its network)
+    eval_sampler: Literal["policy", "trained"] = "policy"
 
     def __post_init__(self) -> None:
         check_range("grpo.k", self.k, lo=2)

@@ -189,7 +189,13 @@ def stage_grpo(policy, critic, cfg, out: Path, env_id: str, show_progress: bool 
     g = cfg.grpo
 
     def eval_fn(p) -> dict:
-        return evaluate(p, env_id, g.level, g.eval_episodes, g.eval_seed, batch_size=cfg.experiment.batch_size,
+        spec = p
+        if g.eval_sampler == "trained":
+            from policies.critic.adapter import PolicyDenoiser
+            from policies.critic.stepwise import CriticGuidedBatchPolicy
+
+            spec = CriticGuidedBatchPolicy(PolicyDenoiser(p, cfg.sampling.inference_steps), None, "base", 1, g.eta)
+        return evaluate(spec, env_id, g.level, g.eval_episodes, g.eval_seed, batch_size=cfg.experiment.batch_size,
                         env_kwargs=cfg.experiment.env_kwargs(), show_progress=False)
 
     runs = {}
@@ -379,8 +385,10 @@ def render_report(m: dict, cfg, command: list[str] | None) -> str:
                   f"Level {gc['level']}; {gc['iterations']} rounds of {gc['episodes_per_iter']} on-policy episodes, "
                   f"{gc['updates_per_iter']} policy-update steps each (minibatch {gc['minibatch']} denoising steps), "
                   f"k = {gc['k']}, lr {gc['lr']}, clip {gc['clip_eps']}, KL {gc['kl_coef']}, eta {gc['eta']}; "
-                  f"evaluated on {gc['eval_episodes']} episodes every {gc['eval_every']} updates (deterministic "
-                  "DDIM sampler of the fine-tuned policy).", "",
+                  f"evaluated on {gc['eval_episodes']} episodes every {gc['eval_every']} updates ("
+                  + ("the trained stochastic DDIM sampler, eta " + str(gc['eta'])
+                     if gc.get('eval_sampler') == "trained" else "deterministic DDIM sampler")
+                  + " of the fine-tuned policy).", "",
                   "| method | start % | final % [95% CI] | best % | updates to terminal's final | train wall s | "
                   "denoiser evals | critic evals | env steps |", "|---|---|---|---|---|---|---|---|---|"]
         for mode, r in g["runs"].items():

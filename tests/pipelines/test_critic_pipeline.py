@@ -72,6 +72,12 @@ def test_experiments_end_to_end_and_resume(tmp_path, tiny_policy_dir, capsys):
     before = (out / "sampling.json").stat().st_mtime_ns
     assert main(args + ["--stages", "prefs,train,sampling"]) == 0
     assert (out / "sampling.json").stat().st_mtime_ns == before
+    # GRPO again, evaluated with the stochastic sampler it trains
+    (out / "grpo.json").unlink()
+    assert main(args + ["--stages", "grpo", "--set", "grpo.eval_sampler=trained"]) == 0
+    g = read_json(out / "grpo.json")
+    assert g["config"]["eval_sampler"] == "trained" and len(g["runs"]["terminal"]["curve"]) == 3
+    assert "the trained stochastic DDIM sampler" in (out / "report.md").read_text()
     # a foreign non-empty folder is refused before anything runs
     foreign = tmp_path / "foreign"
     foreign.mkdir()
