@@ -146,6 +146,9 @@ class OracleBatchPolicy(ChunkedBatchPolicy):
         for r in range(need.size):
             utils = [chunk_utility(o["success_step"], d0[r], o["d_end"], horizon) for o in res[r * k:(r + 1) * k]]
             best.append(r * k + int(np.argmax(utils)))
+        # The whole predicted chunk (Tp actions from t - To + 1) of each chosen candidate, for callers that use
+        # it as a training label (searched DAgger); the runner executes only its Ta-slice.
+        self.last_full = d.to_actions(x0[best], full=True).to(torch.float32).numpy()
         return acts[best]
 
     def act(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray:

@@ -310,16 +310,23 @@ def rollouts_with_attempts(policy, env_id: str, level: int, seeds: list[int], at
 def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, reset_seeds: list[int],
                    rollout_seeds: list[int], source: str, round_: int, domain: int, stride: int,
                    batch_envs: int, out: str, attempts: int = 1, search_k: int = 1,
-                   search_lookahead: int = 0) -> dict:
+                   search_lookahead: int = 0, teacher_dir: str | None = None) -> dict:
     """Executor job: unlabeled conditions of one domain and round -> ``out`` (.npz); returns counts.
 
     ``attempts > 1`` (specialist rollouts only) replays failed seeds with fresh noise, ``search_k > 1``
-    verifies the specialist's chunks in the simulator; see :func:`rollouts_with_attempts`.
+    verifies the specialist's chunks in the simulator; see :func:`rollouts_with_attempts`. For DAgger
+    rollouts ``search_k > 1`` labels the generalist's states with the searched chunks of the specialist in
+    ``teacher_dir`` (:mod:`simdiff.pipelines.mol.dagger`).
     """
     from simdiff.pipelines.mol import conditions as C
 
-    if (attempts > 1 or search_k > 1) and source != "specialist":
-        raise ValueError("conditions_job: attempts > 1 and search_k > 1 apply to specialist rollouts, received "
+    if attempts > 1 and source != "specialist":
+        raise ValueError(f"conditions_job: attempts > 1 applies to specialist rollouts, received source {source!r}")
+    if search_k > 1 and source == "dagger":
+        return _searched_dagger_job(env_id, level, make_kwargs, policy_dir, teacher_dir, rollout_seeds, round_,
+                                    domain, batch_envs, out, search_k, search_lookahead)
+    if search_k > 1 and source != "specialist":
+        raise ValueError("conditions_job: search_k > 1 applies to specialist or DAgger rollouts, received "
                          f"source {source!r}")
     make_env = env_factory(env_id, level, make_kwargs)
     policy = load_policy(policy_dir)
@@ -348,6 +355,31 @@ def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, 
     cs.save(out)
     stats["conditions"] = len(cs)
     return {"stats": stats}
+
+
+def _searched_dagger_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, teacher_dir: str | None,
+                         rollout_seeds: list[int], round_: int, domain: int, batch_envs: int, out: str,
+                         search_k: int, search_lookahead: int) -> dict:
+    """The generalist in ``policy_dir`` acts; the specialist in ``teacher_dir`` labels its replanning states."""
+    from simdiff.pipelines.evaluate import run_episodes
+    from simdiff.pipelines.mol.dagger import SearchLabeler, searched_conditions
+
+    if not teacher_dir:
+        raise ValueError("searched DAgger: expected the specialist's directory (teacher_dir), received none")
+    student, teacher = load_policy(policy_dir), load_policy(teacher_dir)
+    if student.horizons != teacher.horizons:
+        raise ValueError(f"searched DAgger: generalist and specialist must share (To, Tp, Ta); received "
+                         f"{student.horizons} and {teacher.horizons}")
+    labeler = SearchLabeler(student.batch_policy(), search_policy(teacher, env_id, search_k, search_lookahead))
+    recs = run_episodes(labeler, env_id, level, list(rollout_seeds), batch_size=batch_envs, env_kwargs=make_kwargs,
+                        record_actions=True)
+    cs = searched_conditions(recs, labeler, student.horizons[0], domain, round_)
+    cs.save(out)
+    lengths = [int(r["length"]) for r in recs]
+    return {"stats": {"episodes": len(recs), "resets": 0, "rollout_success": float(np.mean([r["success"] for r in
+                                                                                          recs])),
+                      "mean_length": float(np.mean(lengths)), "conditions": len(cs), "search_k": search_k,
+                      "search_lookahead": search_lookahead, "labels": "searched"}}
 
 
 def finish_file_job(job: dict, value: dict) -> None:

@@ -153,9 +153,21 @@ class DaggerSpec:
     rounds: int = 1  # extra rounds after round 0 (0 = plain distillation)
     rollouts_per_domain: int = 40
     intermediate_steps_fraction: float = 1.0
+    # Simulator-verified labels at the generalist's states: the generalist acts, and at each of its replanning
+    # points the domain's specialist samples ``search_k`` chunks, replays each from a snapshot of the world
+    # (plus ``search_lookahead`` specialist chunks) and the best-ending one becomes the label of that state.
+    # 1 = plain DAgger (one fresh specialist sample per visited state). Needs a snapshottable world.
+    search_k: int = 1
+    search_lookahead: int = 2
+    # Which rounds' pseudo-labels a round-r generalist trains on: "all" (0..r) or "latest" (r only).
+    pseudo_rounds: str = "all"
 
     def __post_init__(self) -> None:
         check_range("dagger.rounds", self.rounds, 0, 10)
+        check_range("dagger.search_k", self.search_k, 1, 32)
+        check_range("dagger.search_lookahead", self.search_lookahead, 0, 8)
+        if self.pseudo_rounds not in ("all", "latest"):
+            raise ValueError(f"dagger.pseudo_rounds: expected 'all' or 'latest', received {self.pseudo_rounds!r}")
         check_range("dagger.rollouts_per_domain", self.rollouts_per_domain, 1, ROUND_SEED_BLOCK)
         check_range("dagger.intermediate_steps_fraction", self.intermediate_steps_fraction, 0.0, 1.0,
                     lo_open=True)
@@ -271,10 +283,11 @@ class MolConfig:
     def __post_init__(self) -> None:
         check_range("seed", self.seed, 0, 99)
         _check_disjoint_seeds(self)
-        if self.conditions.search_k > 1 and self.env.id not in SEARCHABLE_ENVS:
-            raise ValueError(f"conditions.search_k > 1 replays chunks from simulator snapshots, which "
-                             f"{', '.join(SEARCHABLE_ENVS)} support; received env.id {self.env.id!r} (set "
-                             "conditions.search_k: 1)")
+        for key, k in (("conditions.search_k", self.conditions.search_k), ("dagger.search_k", self.dagger.search_k)):
+            if k > 1 and self.env.id not in SEARCHABLE_ENVS:
+                raise ValueError(f"{key} > 1 replays chunks from simulator snapshots, which "
+                                 f"{', '.join(SEARCHABLE_ENVS)} support; received env.id {self.env.id!r} (set "
+                                 f"{key}: 1)")
 
     # -- derived quantities ---------------------------------------------------------------------------------
     def demo_seed(self, domain: int) -> int:
@@ -308,6 +321,12 @@ def config_fingerprint(cfg: MolConfig) -> str:
         d["conditions"].pop("search_lookahead", None)
     if d.get("pseudo", {}).get("finetune_fraction") == 0.0:  # likewise
         d["pseudo"].pop("finetune_fraction")
+    dag = d.get("dagger", {})
+    if dag.get("search_k") == 1:  # likewise
+        dag.pop("search_k")
+        dag.pop("search_lookahead", None)
+    if dag.get("pseudo_rounds") == "all":  # likewise
+        dag.pop("pseudo_rounds")
     blob = json.dumps(d, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

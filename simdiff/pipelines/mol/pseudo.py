@@ -94,7 +94,8 @@ def make_pseudo_labels(cs: ConditionSet, label_fn: LabelFn, m: int, filter_succe
 
     ``mode="resample"``: every condition gets a fresh chunk sampled from the specialist. ``mode="executed"``:
     conditions from the specialist's own rollouts keep the chunk it executed there (so a kept successful
-    rollout is a pseudo-demo, as in the public MOL code); the others (resets, DAgger states) are sampled.
+    rollout is a pseudo-demo, as in the public MOL code); the others (resets, plain DAgger states) are sampled.
+    Searched-DAgger states keep their simulator-verified chunk in both modes.
     """
     if mode not in ("resample", "executed"):
         raise ValueError(f"pseudo label mode: expected 'resample' or 'executed', received {mode!r}")
@@ -104,7 +105,9 @@ def make_pseudo_labels(cs: ConditionSet, label_fn: LabelFn, m: int, filter_succe
     if len(chosen) == 0:
         raise ValueError("pseudo-labels: every condition was filtered out (no successful specialist rollout); "
                          "set pseudo.filter_success: false or train better specialists")
-    use_exec = chosen.has_executed() if mode == "executed" else np.zeros(len(chosen), bool)
+    # A DAgger state carries a chunk only when searched DAgger chose it: that label is kept in either mode.
+    searched = chosen.has_executed() & (chosen.source == SOURCES["dagger"])
+    use_exec = chosen.has_executed() if mode == "executed" else searched
     actions = np.empty(chosen.executed.shape, np.float32)
     actions[use_exec] = chosen.executed[use_exec]
     sampled = np.flatnonzero(~use_exec)

@@ -418,9 +418,11 @@ def _stage_conditions(ctx: RunContext, r: int) -> dict:
             source, attempts, search = "specialist", c.attempts, (c.search_k, c.search_lookahead)
         else:
             policy = generalist_dir(ctx.root, f"distilled_r{r - 1}")
-            resets, source, attempts, search = [], "dagger", 1, (1, 0)
+            resets, source, attempts = [], "dagger", 1
+            search = (cfg.dagger.search_k, cfg.dagger.search_lookahead)
             rolls = list(range(s0, s0 + cfg.dagger.rollouts_per_domain))
         jobs.append({"env_id": cfg.env.id, "level": d, "make_kwargs": dict(cfg.env.make_kwargs),
+                     "teacher_dir": str(specialist_dir(ctx.root, d)),
                      "policy_dir": str(policy), "reset_seeds": resets, "rollout_seeds": rolls,
                      "source": source, "round_": r, "domain": d, "stride": c.stride, "batch_envs": c.batch_envs,
                      "out": str(path), "attempts": attempts, "search_k": search[0],
@@ -501,7 +503,8 @@ def _stage_generalist(ctx: RunContext, r: int) -> dict:
     steps = cfg.generalist.steps if final else max(1, round(cfg.generalist.steps *
                                                              cfg.dagger.intermediate_steps_fraction))
     demos = [str(demo_path(ctx.root, d)) for d in cfg.env.domains]
-    pseudo = [str(pseudo_path(ctx.root, q, d)) for q in range(r + 1) for d in cfg.env.domains]
+    rounds = [r] if cfg.dagger.pseudo_rounds == "latest" else list(range(r + 1))
+    pseudo = [str(pseudo_path(ctx.root, q, d)) for q in rounds for d in cfg.env.domains]
     base = {"spec": to_dict(cfg.generalist), "env_id": cfg.env.id, "demos": demos,
             "threads": ctx.executor.threads_per_job}
     # One seed for both generalists (the same initial weights): they differ only in their data.

@@ -157,3 +157,43 @@ def test_bad_config_fails_before_writing(tmp_path, capsys):
     assert main(["mol", "run", str(bad), "--out", str(tmp_path / "out")]) == 2
     assert "horizon" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_searched_dagger_labels_the_generalists_own_states(tiny_run, tmp_path):
+    """The specialist's searched chunks label exactly the states the generalist visits, at its replanning
+    points; the search runs on spare worlds and never perturbs the generalist's rollout."""
+    import numpy as np
+
+    from simdiff.pipelines.evaluate import run_episodes
+    from simdiff.pipelines.mol.conditions import SOURCES, ConditionSet
+    from simdiff.pipelines.mol.pseudo import make_pseudo_labels
+
+    root, _ = tiny_run
+    gen, spec = root / "generalists" / "distilled_r0", root / "specialists" / "domain_1"
+    seeds, kw = [5000, 5001, 5002], {"max_episode_steps": 30}
+    out = tmp_path / "dagger.npz"
+    stats = adapters.conditions_job("simdiff/Push-v0", 1, kw, str(gen), [], seeds, "dagger", 1, 1, 1, 3, str(out),
+                                    search_k=3, search_lookahead=1, teacher_dir=str(spec))["stats"]
+    cs = ConditionSet.load(out)
+    assert stats["conditions"] == len(cs) and stats["labels"] == "searched"
+    assert (cs.source == SOURCES["dagger"]).all() and cs.has_executed().all()
+    assert cs.executed.shape[1:] == (8, 2) and (cs.t % 4 == 0).all()  # replanning points of Ta = 4
+
+    plain = run_episodes(adapters.load_policy(gen).batch_policy(), "simdiff/Push-v0", 1, seeds, batch_size=3,
+                         env_kwargs=kw, record_actions=True)
+    for rec in plain:
+        mine = cs.subset(np.flatnonzero(cs.seed == rec["seed"]))
+        obs = np.asarray(rec["observations"], np.float32)
+        np.testing.assert_allclose(mine.obs[:, -1], obs[mine.t], atol=1e-6)
+        assert len(mine) == -(-rec["length"] // 4)
+
+    def never(obs, seed):  # searched labels are kept even in "resample" mode: no fresh sample is drawn
+        raise AssertionError("a searched DAgger state was resampled")
+
+    labels, _ = make_pseudo_labels(cs, never, 10_000, False, False, 64, 0, mode="resample")
+    np.testing.assert_array_equal(np.sort(labels.actions.ravel()), np.sort(cs.executed.ravel()))
+
+
+def test_searched_dagger_rejects_a_world_without_snapshots():
+    with pytest.raises(ValueError, match="dagger.search_k"):
+        with_overrides(tiny(), env={"id": "simdiff/Lift-v0"}, dagger={"search_k": 4})
