@@ -231,7 +231,8 @@ def build_stages(cfg: MolConfig) -> list[Stage]:
             Stage(f"pseudo_r{r}", _bind(_stage_pseudo, r), "label conditions with their domain's specialist",
                   (f"pseudo/round_{r}",)),
             Stage(f"generalist_r{r}", _bind(_stage_generalist, r),
-                  f"'{cfg.generalist.size}' generalist on paired + pseudo rounds 0..{r}"
+                  f"'{cfg.generalist.size}' generalist on paired + pseudo rounds "
+                  f"{r if cfg.dagger.pseudo_rounds == 'latest' else f'0..{r}'}"
                   + (" (+ labeled-only baseline)" if r == 0 else ""), gens),
         ]
     st += [Stage("evaluate", _stage_evaluate, f"on-policy at {[str(x) for x in cfg.env.eval_levels]}, "
@@ -638,10 +639,28 @@ def _stage_report(ctx: RunContext) -> dict:
                        "seed_range": f"{cfg.eval_seed()}..{cfg.eval_seed() + cfg.evaluation.episodes - 1}"},
         "data": _data_summary(cfg, root), "timings": timings,
         "policies": {"specialist": to_dict(cfg.specialist), "generalist": to_dict(cfg.generalist),
-                     "dagger_rounds": cfg.dagger.rounds, "filter_success": cfg.pseudo.filter_success},
+                     "dagger_rounds": cfg.dagger.rounds, "filter_success": cfg.pseudo.filter_success,
+                     "pseudo_labels": _labels_summary(cfg)},
     })
     write_report(root, metrics, details)
     return {"methods": sorted(metrics["methods"])}
+
+
+def _labels_summary(cfg: MolConfig) -> str:
+    """How the pseudo-labels of this run were made, in one line for the report."""
+    c, g, p = cfg.conditions, cfg.dagger, cfg.pseudo
+    parts = [f"round 0 from specialist rollouts ({p.label} chunks"
+             + (f", simulator-verified best of {c.search_k}, lookahead {c.search_lookahead}" if c.search_k > 1 else "")
+             + (f", up to {c.attempts} tries" if c.attempts > 1 else "") + ")"]
+    if g.rounds:
+        how = (f"searched labels: specialist best of {g.search_k}, lookahead {g.search_lookahead}, at the "
+               "generalist's replanning states" if g.search_k > 1 else "one fresh specialist sample per state")
+        parts.append(f"{g.rounds} DAgger round(s) of {g.rollouts_per_domain} generalist rollouts per domain ({how}); "
+                     f"the final generalist trains on pseudo-labels of "
+                     + ("the last round only" if g.pseudo_rounds == "latest" else "every round"))
+    if p.finetune_fraction:
+        parts.append(f"last {p.finetune_fraction:.0%} of generalist steps on paired demos only")
+    return "; ".join(parts)
 
 
 def _data_summary(cfg: MolConfig, root: Path) -> dict:
