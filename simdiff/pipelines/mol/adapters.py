@@ -266,18 +266,18 @@ def finish_policy_job(job: dict, value: dict) -> None:
 ATTEMPT_SEED_STRIDE = 1 << 27
 
 
-def search_policy(policy, env_id: str, k: int, lookahead: int):
+def search_policy(policy, env_id: str, k: int, lookahead: int, eta: float = 1.0):
     """The specialist with simulator verification: best of ``k`` sampled chunks by their replayed outcome
     (``lookahead`` more specialist chunks after each; see ``ConditionsSpec.search_k``)."""
     from policies.critic.adapter import PolicyDenoiser
     from policies.critic.outcomes import OracleBatchPolicy
 
-    return OracleBatchPolicy(PolicyDenoiser(policy), k=k, eta=1.0, lookahead=lookahead, env_id=env_id)
+    return OracleBatchPolicy(PolicyDenoiser(policy), k=k, eta=eta, lookahead=lookahead, env_id=env_id)
 
 
 def rollouts_with_attempts(policy, env_id: str, level: int, seeds: list[int], attempts: int, batch_envs: int,
-                           make_kwargs: dict, search_k: int = 1, search_lookahead: int = 0
-                           ) -> tuple[list[dict], dict]:
+                           make_kwargs: dict, search_k: int = 1, search_lookahead: int = 0,
+                           search_eta: float = 1.0) -> tuple[list[dict], dict]:
     """Roll out every seed; replay the failed ones with fresh sampling noise, up to ``attempts`` tries in all.
 
     ``search_k > 1`` rolls out :func:`search_policy` instead of the plain sampler. Returns every episode
@@ -291,7 +291,7 @@ def rollouts_with_attempts(policy, env_id: str, level: int, seeds: list[int], at
     for k in range(attempts):
         if not todo:
             break
-        bp = (search_policy(policy, env_id, search_k, search_lookahead) if search_k > 1
+        bp = (search_policy(policy, env_id, search_k, search_lookahead, search_eta) if search_k > 1
               else policy.batch_policy())
         recs = run_episodes(bp, env_id, level, todo, batch_size=batch_envs,
                             env_kwargs=make_kwargs, record_actions=True, policy_seed_offset=k * ATTEMPT_SEED_STRIDE)
@@ -303,14 +303,14 @@ def rollouts_with_attempts(policy, env_id: str, level: int, seeds: list[int], at
     stats = {"rollout_success": first, "seeds_solved": len(solved) / len(seeds), "rollout_episodes": len(records),
              "attempts": attempts}
     if search_k > 1:
-        stats.update(search_k=search_k, search_lookahead=search_lookahead)
+        stats.update(search_k=search_k, search_lookahead=search_lookahead, search_eta=search_eta)
     return records, stats
 
 
 def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, reset_seeds: list[int],
                    rollout_seeds: list[int], source: str, round_: int, domain: int, stride: int,
                    batch_envs: int, out: str, attempts: int = 1, search_k: int = 1,
-                   search_lookahead: int = 0, teacher_dir: str | None = None) -> dict:
+                   search_lookahead: int = 0, teacher_dir: str | None = None, search_eta: float = 1.0) -> dict:
     """Executor job: unlabeled conditions of one domain and round -> ``out`` (.npz); returns counts.
 
     ``attempts > 1`` (specialist rollouts only) replays failed seeds with fresh noise, ``search_k > 1``
@@ -324,7 +324,7 @@ def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, 
         raise ValueError(f"conditions_job: attempts > 1 applies to specialist rollouts, received source {source!r}")
     if search_k > 1 and source == "dagger":
         return _searched_dagger_job(env_id, level, make_kwargs, policy_dir, teacher_dir, rollout_seeds, round_,
-                                    domain, batch_envs, out, search_k, search_lookahead)
+                                    domain, batch_envs, out, search_k, search_lookahead, search_eta)
     if search_k > 1 and source != "specialist":
         raise ValueError("conditions_job: search_k > 1 applies to specialist or DAgger rollouts, received "
                          f"source {source!r}")
@@ -340,7 +340,7 @@ def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, 
     if rollout_seeds:
         # The batched runner: the same rollouts as an evaluation on these seeds would make.
         recs, counts = rollouts_with_attempts(policy, env_id, level, list(rollout_seeds), attempts, batch_envs,
-                                              make_kwargs, search_k, search_lookahead)
+                                              make_kwargs, search_k, search_lookahead, search_eta)
         eps = C.Episodes(obs=[np.asarray(r["observations"][:-1], np.float32) for r in recs],
                          success=np.array([bool(r["success"]) for r in recs]),
                          seeds=np.array([int(r["seed"]) for r in recs], np.int64),
@@ -359,7 +359,7 @@ def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, 
 
 def _searched_dagger_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, teacher_dir: str | None,
                          rollout_seeds: list[int], round_: int, domain: int, batch_envs: int, out: str,
-                         search_k: int, search_lookahead: int) -> dict:
+                         search_k: int, search_lookahead: int, search_eta: float = 1.0) -> dict:
     """The generalist in ``policy_dir`` acts; the specialist in ``teacher_dir`` labels its replanning states."""
     from simdiff.pipelines.evaluate import run_episodes
     from simdiff.pipelines.mol.dagger import SearchLabeler, searched_conditions
@@ -370,7 +370,8 @@ def _searched_dagger_job(env_id: str, level: int, make_kwargs: dict, policy_dir:
     if student.horizons != teacher.horizons:
         raise ValueError(f"searched DAgger: generalist and specialist must share (To, Tp, Ta); received "
                          f"{student.horizons} and {teacher.horizons}")
-    labeler = SearchLabeler(student.batch_policy(), search_policy(teacher, env_id, search_k, search_lookahead))
+    labeler = SearchLabeler(student.batch_policy(),
+                            search_policy(teacher, env_id, search_k, search_lookahead, search_eta))
     recs = run_episodes(labeler, env_id, level, list(rollout_seeds), batch_size=batch_envs, env_kwargs=make_kwargs,
                         record_actions=True)
     cs = searched_conditions(recs, labeler, student.horizons[0], domain, round_)
@@ -379,7 +380,7 @@ def _searched_dagger_job(env_id: str, level: int, make_kwargs: dict, policy_dir:
     return {"stats": {"episodes": len(recs), "resets": 0, "rollout_success": float(np.mean([r["success"] for r in
                                                                                           recs])),
                       "mean_length": float(np.mean(lengths)), "conditions": len(cs), "search_k": search_k,
-                      "search_lookahead": search_lookahead, "labels": "searched"}}
+                      "search_lookahead": search_lookahead, "search_eta": search_eta, "labels": "searched"}}
 
 
 def finish_file_job(job: dict, value: dict) -> None:

@@ -124,9 +124,13 @@ class ConditionsSpec:
     # no expert acts. 1 = plain rollouts. Needs a world whose state can be snapshotted (simdiff/Push-v0).
     search_k: int = 1
     search_lookahead: int = 2
+    # DDIM eta of the searched candidates: 1 = fully stochastic steps; 0 = deterministic DDIM, candidates differ
+    # only by their initial noise (smoother chunks, which matter when they become training labels).
+    search_eta: float = 1.0
 
     def __post_init__(self) -> None:
         check_range("conditions.per_domain", self.per_domain, 1)
+        check_range("conditions.search_eta", self.search_eta, 0.0, 1.0)
         check_range("conditions.attempts", self.attempts, 1, 16)
         check_range("conditions.search_k", self.search_k, 1, 32)
         check_range("conditions.search_lookahead", self.search_lookahead, 0, 8)
@@ -159,6 +163,7 @@ class DaggerSpec:
     # 1 = plain DAgger (one fresh specialist sample per visited state). Needs a snapshottable world.
     search_k: int = 1
     search_lookahead: int = 2
+    search_eta: float = 1.0  # as conditions.search_eta
     # Which rounds' pseudo-labels a round-r generalist trains on: "all" (0..r) or "latest" (r only).
     pseudo_rounds: str = "all"
 
@@ -166,6 +171,7 @@ class DaggerSpec:
         check_range("dagger.rounds", self.rounds, 0, 10)
         check_range("dagger.search_k", self.search_k, 1, 32)
         check_range("dagger.search_lookahead", self.search_lookahead, 0, 8)
+        check_range("dagger.search_eta", self.search_eta, 0.0, 1.0)
         if self.pseudo_rounds not in ("all", "latest"):
             raise ValueError(f"dagger.pseudo_rounds: expected 'all' or 'latest', received {self.pseudo_rounds!r}")
         check_range("dagger.rollouts_per_domain", self.rollouts_per_domain, 1, ROUND_SEED_BLOCK)
@@ -319,12 +325,18 @@ def config_fingerprint(cfg: MolConfig) -> str:
     if d.get("conditions", {}).get("search_k") == 1:  # likewise (the lookahead only matters with a search)
         d["conditions"].pop("search_k")
         d["conditions"].pop("search_lookahead", None)
+        d["conditions"].pop("search_eta", None)
+    if d.get("conditions", {}).get("search_eta") == 1.0:  # likewise
+        d["conditions"].pop("search_eta")
     if d.get("pseudo", {}).get("finetune_fraction") == 0.0:  # likewise
         d["pseudo"].pop("finetune_fraction")
     dag = d.get("dagger", {})
     if dag.get("search_k") == 1:  # likewise
         dag.pop("search_k")
         dag.pop("search_lookahead", None)
+        dag.pop("search_eta", None)
+    if dag.get("search_eta") == 1.0:  # likewise
+        dag.pop("search_eta")
     if dag.get("pseudo_rounds") == "all":  # likewise
         dag.pop("pseudo_rounds")
     blob = json.dumps(d, sort_keys=True, default=str).encode()

@@ -416,18 +416,18 @@ def _stage_conditions(ctx: RunContext, r: int) -> dict:
             policy = specialist_dir(ctx.root, d)
             resets = list(range(s0, s0 + c.resets_per_domain))
             rolls = list(range(s0 + c.resets_per_domain, s0 + c.resets_per_domain + c.rollouts_per_domain))
-            source, attempts, search = "specialist", c.attempts, (c.search_k, c.search_lookahead)
+            source, attempts, search = "specialist", c.attempts, (c.search_k, c.search_lookahead, c.search_eta)
         else:
             policy = generalist_dir(ctx.root, f"distilled_r{r - 1}")
             resets, source, attempts = [], "dagger", 1
-            search = (cfg.dagger.search_k, cfg.dagger.search_lookahead)
+            search = (cfg.dagger.search_k, cfg.dagger.search_lookahead, cfg.dagger.search_eta)
             rolls = list(range(s0, s0 + cfg.dagger.rollouts_per_domain))
         jobs.append({"env_id": cfg.env.id, "level": d, "make_kwargs": dict(cfg.env.make_kwargs),
                      "teacher_dir": str(specialist_dir(ctx.root, d)),
                      "policy_dir": str(policy), "reset_seeds": resets, "rollout_seeds": rolls,
                      "source": source, "round_": r, "domain": d, "stride": c.stride, "batch_envs": c.batch_envs,
                      "out": str(path), "attempts": attempts, "search_k": search[0],
-                     "search_lookahead": search[1]})
+                     "search_lookahead": search[1], "search_eta": search[2]})
     if jobs:
         results = adapters.run_jobs(adapters.conditions_job, jobs, ctx.executor,
                                     names=[f"conditions_r{r}_domain_{j['domain']}" for j in jobs],
@@ -650,10 +650,12 @@ def _labels_summary(cfg: MolConfig) -> str:
     """How the pseudo-labels of this run were made, in one line for the report."""
     c, g, p = cfg.conditions, cfg.dagger, cfg.pseudo
     parts = [f"round 0 from specialist rollouts ({p.label} chunks"
-             + (f", simulator-verified best of {c.search_k}, lookahead {c.search_lookahead}" if c.search_k > 1 else "")
+             + (f", simulator-verified best of {c.search_k}, lookahead {c.search_lookahead}, eta {c.search_eta:g}"
+                if c.search_k > 1 else "")
              + (f", up to {c.attempts} tries" if c.attempts > 1 else "") + ")"]
     if g.rounds:
-        how = (f"searched labels: specialist best of {g.search_k}, lookahead {g.search_lookahead}, at the "
+        how = (f"searched labels: specialist best of {g.search_k}, lookahead {g.search_lookahead}, eta "
+               f"{g.search_eta:g}, at the "
                "generalist's replanning states" if g.search_k > 1 else "one fresh specialist sample per state")
         parts.append(f"{g.rounds} DAgger round(s) of {g.rollouts_per_domain} generalist rollouts per domain ({how}); "
                      f"the final generalist trains on pseudo-labels of "
