@@ -366,12 +366,20 @@ def _searched_dagger_job(env_id: str, level: int, make_kwargs: dict, policy_dir:
 
     if not teacher_dir:
         raise ValueError("searched DAgger: expected the specialist's directory (teacher_dir), received none")
-    student, teacher = load_policy(policy_dir), load_policy(teacher_dir)
-    if student.horizons != teacher.horizons:
-        raise ValueError(f"searched DAgger: generalist and specialist must share (To, Tp, Ta); received "
-                         f"{student.horizons} and {teacher.horizons}")
-    labeler = SearchLabeler(student.batch_policy(),
-                            search_policy(teacher, env_id, search_k, search_lookahead, search_eta))
+    student = load_policy(policy_dir)
+    if teacher_dir == "expert":  # the privileged diagnostic (dagger.teacher: expert)
+        from simdiff.pipelines.mol.dagger import ExpertChunkTeacher
+
+        To, Tp, Ta = student.horizons
+        labeler = SearchLabeler(student.batch_policy(), ExpertChunkTeacher(To, Tp, Ta, student.obs_dim,
+                                                                           student.action_dim, env_id))
+    else:
+        teacher = load_policy(teacher_dir)
+        if student.horizons != teacher.horizons:
+            raise ValueError(f"searched DAgger: generalist and specialist must share (To, Tp, Ta); received "
+                             f"{student.horizons} and {teacher.horizons}")
+        labeler = SearchLabeler(student.batch_policy(),
+                                search_policy(teacher, env_id, search_k, search_lookahead, search_eta))
     recs = run_episodes(labeler, env_id, level, list(rollout_seeds), batch_size=batch_envs, env_kwargs=make_kwargs,
                         record_actions=True)
     cs = searched_conditions(recs, labeler, student.horizons[0], domain, round_)
@@ -380,7 +388,8 @@ def _searched_dagger_job(env_id: str, level: int, make_kwargs: dict, policy_dir:
     return {"stats": {"episodes": len(recs), "resets": 0, "rollout_success": float(np.mean([r["success"] for r in
                                                                                           recs])),
                       "mean_length": float(np.mean(lengths)), "conditions": len(cs), "search_k": search_k,
-                      "search_lookahead": search_lookahead, "search_eta": search_eta, "labels": "searched"}}
+                      "search_lookahead": search_lookahead, "search_eta": search_eta,
+                      "labels": "expert (diagnostic)" if teacher_dir == "expert" else "searched"}}
 
 
 def finish_file_job(job: dict, value: dict) -> None:

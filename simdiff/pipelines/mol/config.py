@@ -164,6 +164,9 @@ class DaggerSpec:
     search_k: int = 1
     search_lookahead: int = 2
     search_eta: float = 1.0  # as conditions.search_eta
+    # Who labels searched-DAgger states: "specialist" (MOL) or "expert", a DIAGNOSTIC that labels them with the
+    # privileged scripted expert's next actions (not semi-supervised; it bounds what specialist labels could do).
+    teacher: str = "specialist"
     # Which rounds' pseudo-labels a round-r generalist trains on: "all" (0..r) or "latest" (r only).
     pseudo_rounds: str = "all"
 
@@ -172,6 +175,11 @@ class DaggerSpec:
         check_range("dagger.search_k", self.search_k, 1, 32)
         check_range("dagger.search_lookahead", self.search_lookahead, 0, 8)
         check_range("dagger.search_eta", self.search_eta, 0.0, 1.0)
+        if self.teacher not in ("specialist", "expert"):
+            raise ValueError(f"dagger.teacher: expected 'specialist' or 'expert', received {self.teacher!r}")
+        if self.teacher == "expert" and self.search_k < 2:
+            raise ValueError("dagger.teacher: 'expert' labels through the searched-DAgger path; set dagger.search_k "
+                             f">= 2 (its value is then unused), received search_k={self.search_k}")
         if self.pseudo_rounds not in ("all", "latest"):
             raise ValueError(f"dagger.pseudo_rounds: expected 'all' or 'latest', received {self.pseudo_rounds!r}")
         check_range("dagger.rollouts_per_domain", self.rollouts_per_domain, 1, ROUND_SEED_BLOCK)
@@ -337,6 +345,8 @@ def config_fingerprint(cfg: MolConfig) -> str:
         dag.pop("search_eta", None)
     if dag.get("search_eta") == 1.0:  # likewise
         dag.pop("search_eta")
+    if dag.get("teacher") == "specialist":  # likewise
+        dag.pop("teacher")
     if dag.get("pseudo_rounds") == "all":  # likewise
         dag.pop("pseudo_rounds")
     blob = json.dumps(d, sort_keys=True, default=str).encode()

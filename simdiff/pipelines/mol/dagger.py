@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from policies.batching import ChunkedBatchPolicy
+
 
 class SearchLabeler:
     """A runner ``BatchPolicy`` executing ``student`` and recording ``teacher``'s searched chunks.
@@ -37,6 +39,7 @@ class SearchLabeler:
         self.teacher.reset(n)
         self._slot_seed = np.zeros(n, dtype=np.int64)
         self._t = np.zeros(n, dtype=np.int64)
+        self._past: np.ndarray | None = None  # (n, To - 1, Da): the actions the world executed last
 
     def begin(self, slot: int, env: Any, seed: int) -> None:
         self.student.begin(slot, env, seed)
@@ -47,15 +50,29 @@ class SearchLabeler:
     def act(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray:
         slots = np.asarray(slots, dtype=np.int64)
         teacher = self.teacher
+        n_past = int(teacher._hist.shape[1]) - 1  # To - 1 label entries lie before the current step
         planning = slots[teacher._pos[slots] >= teacher._queue.shape[1]]
-        teacher.act(obs, slots)  # snapshots the worlds before the step: the search sees the true state
-        if planning.size:
-            for slot, chunk in zip(planning.tolist(), teacher.last_full):
-                steps, chunks = self._records[int(self._slot_seed[slot])]
-                steps.append(int(self._t[slot]))
-                chunks.append(np.asarray(chunk, np.float32))
+        teacher.act(obs, slots)  # snapshots the worlds before the step: the teacher sees the true state
+        for slot, chunk in zip(planning.tolist(), teacher.last_full if planning.size else []):
+            steps, chunks = self._records[int(self._slot_seed[slot])]
+            steps.append(int(self._t[slot]))
+            chunks.append(self._with_past(slot, np.array(chunk, np.float32), n_past))
         self._t[slots] += 1
-        return self.student.act(obs, slots)
+        actions = np.asarray(self.student.act(obs, slots), np.float32)
+        if self._past is None:
+            self._past = np.zeros((self._t.shape[0], n_past, actions.shape[1]), np.float32)
+        if n_past:
+            self._past[slots] = np.concatenate([self._past[slots, 1:], actions[:, None]], axis=1)
+        return actions
+
+    def _with_past(self, slot: int, chunk: np.ndarray, n_past: int) -> np.ndarray:
+        """A label window starts ``To - 1`` steps in the past, like a demonstration window: those entries are the
+        actions the world executed (before the episode's start, its first action, as demo windows clamp)."""
+        t = int(self._t[slot])
+        for j in range(n_past):
+            step = max(t - n_past + j, 0)
+            chunk[j] = chunk[n_past] if step >= t else self._past[slot, n_past - (t - step)]
+        return chunk
 
     def labels(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """``(steps (n,), chunks (n, Tp, Da))`` recorded for the episode run with policy seed ``seed``."""
@@ -63,6 +80,55 @@ class SearchLabeler:
         if not steps:
             raise ValueError(f"searched DAgger: no label was recorded for policy seed {seed}")
         return np.asarray(steps, np.int64), np.stack(chunks)
+
+
+class ExpertChunkTeacher(ChunkedBatchPolicy):
+    """DIAGNOSTIC teacher, not MOL: the privileged scripted expert's next ``Tp - To + 1`` actions from the true
+    state (run on a spare world restored from a snapshot). Labels from it bound what any specialist labels at
+    the generalist's states could give; a run using it is flagged in its report."""
+
+    def __init__(self, obs_horizon: int, pred_horizon: int, action_horizon: int, obs_dim: int, action_dim: int,
+                 env_id: str):
+        self.dims = (obs_horizon, pred_horizon, action_horizon, obs_dim, action_dim)
+        self.env_id = env_id
+        self._spares: list[Any] = []
+        self.reset(0)
+
+    @property
+    def source(self) -> str:
+        return "scripted expert (privileged diagnostic)"
+
+    def reset(self, n: int) -> None:
+        To, _, Ta, Do, Da = self.dims
+        self._allocate(n, To, Do, Ta, Da)
+        self._envs: list[Any] = [None] * n
+
+    def begin(self, slot: int, env: Any, seed: int | None) -> None:
+        super().begin(slot, env, seed)
+        self._envs[slot] = env
+
+    def _chunks(self, need: np.ndarray) -> np.ndarray:
+        from envs.experts import scripted_expert
+        from policies.critic.outcomes import spare_envs
+        from policies.critic.sim_state import restore, snapshot
+
+        To, Tp, Ta, _, Da = self.dims
+        if len(self._spares) < need.size:
+            self._spares += spare_envs(self.env_id, need.size - len(self._spares))
+        full = np.zeros((need.size, Tp, Da), np.float32)
+        for i, slot in enumerate(need.tolist()):
+            env = self._spares[i]
+            restore(env, snapshot(self._envs[slot]))
+            expert = scripted_expert(env)
+            for j in range(To - 1, Tp):
+                a = expert.act()
+                full[i, j] = a
+                _, _, terminated, truncated, _ = env.step(a)
+                if terminated or truncated:  # pad like a demo window clamped at the episode's end
+                    full[i, j + 1:] = a
+                    break
+        self.last_full = full
+        return full[:, To - 1:To - 1 + Ta]
 
 
 def searched_conditions(records: list[dict], labeler: SearchLabeler, n_obs: int, domain: int, round_: int):
@@ -87,4 +153,4 @@ def searched_conditions(records: list[dict], labeler: SearchLabeler, n_obs: int,
     return ConditionSet.concat(parts)
 
 
-__all__ = ["SearchLabeler", "searched_conditions"]
+__all__ = ["SearchLabeler", "ExpertChunkTeacher", "searched_conditions"]

@@ -423,7 +423,7 @@ def _stage_conditions(ctx: RunContext, r: int) -> dict:
             search = (cfg.dagger.search_k, cfg.dagger.search_lookahead, cfg.dagger.search_eta)
             rolls = list(range(s0, s0 + cfg.dagger.rollouts_per_domain))
         jobs.append({"env_id": cfg.env.id, "level": d, "make_kwargs": dict(cfg.env.make_kwargs),
-                     "teacher_dir": str(specialist_dir(ctx.root, d)),
+                     "teacher_dir": "expert" if cfg.dagger.teacher == "expert" else str(specialist_dir(ctx.root, d)),
                      "policy_dir": str(policy), "reset_seeds": resets, "rollout_seeds": rolls,
                      "source": source, "round_": r, "domain": d, "stride": c.stride, "batch_envs": c.batch_envs,
                      "out": str(path), "attempts": attempts, "search_k": search[0],
@@ -654,9 +654,13 @@ def _labels_summary(cfg: MolConfig) -> str:
                 if c.search_k > 1 else "")
              + (f", up to {c.attempts} tries" if c.attempts > 1 else "") + ")"]
     if g.rounds:
-        how = (f"searched labels: specialist best of {g.search_k}, lookahead {g.search_lookahead}, eta "
-               f"{g.search_eta:g}, at the "
-               "generalist's replanning states" if g.search_k > 1 else "one fresh specialist sample per state")
+        if g.teacher == "expert":
+            how = "DIAGNOSTIC: labels from the privileged scripted expert, not semi-supervised"
+        elif g.search_k > 1:
+            how = (f"searched labels: specialist best of {g.search_k}, lookahead {g.search_lookahead}, eta "
+                   f"{g.search_eta:g}, at the generalist's replanning states")
+        else:
+            how = "one fresh specialist sample per state"
         parts.append(f"{g.rounds} DAgger round(s) of {g.rollouts_per_domain} generalist rollouts per domain ({how}); "
                      f"the final generalist trains on pseudo-labels of "
                      + ("the last round only" if g.pseudo_rounds == "latest" else "every round"))

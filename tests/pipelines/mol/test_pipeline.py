@@ -186,6 +186,11 @@ def test_searched_dagger_labels_the_generalists_own_states(tiny_run, tmp_path):
         obs = np.asarray(rec["observations"], np.float32)
         np.testing.assert_allclose(mine.obs[:, -1], obs[mine.t], atol=1e-6)
         assert len(mine) == -(-rec["length"] // 4)
+        # a label's first entry (To - 1 = 1 step back) is the action the world executed there, as in a demo window
+        acts = np.asarray(rec["actions"], np.float32)
+        later = mine.t > 0
+        np.testing.assert_allclose(mine.executed[later, 0], acts[mine.t[later] - 1], atol=1e-6)
+        np.testing.assert_array_equal(mine.executed[~later, 0], mine.executed[~later, 1])
 
     def never(obs, seed):  # searched labels are kept even in "resample" mode: no fresh sample is drawn
         raise AssertionError("a searched DAgger state was resampled")
@@ -197,3 +202,32 @@ def test_searched_dagger_labels_the_generalists_own_states(tiny_run, tmp_path):
 def test_searched_dagger_rejects_a_world_without_snapshots():
     with pytest.raises(ValueError, match="dagger.search_k"):
         with_overrides(tiny(), env={"id": "simdiff/Lift-v0"}, dagger={"search_k": 4})
+
+
+def test_expert_dagger_diagnostic_labels_are_the_experts_next_actions(tiny_run, tmp_path):
+    """dagger.teacher=expert (a privileged diagnostic): at t = 0 the label is exactly what the scripted expert
+    does from that seed's initial state."""
+    import numpy as np
+
+    from envs import make
+    from envs.experts import scripted_expert
+    from simdiff.pipelines.mol.conditions import ConditionSet
+
+    root, _ = tiny_run
+    out = tmp_path / "expert.npz"
+    stats = adapters.conditions_job("simdiff/Push-v0", 2, {"max_episode_steps": 30},
+                                    str(root / "generalists" / "distilled_r0"), [], [7000, 7001], "dagger", 1, 2, 1, 2,
+                                    str(out), search_k=2, teacher_dir="expert")["stats"]
+    assert stats["labels"] == "expert (diagnostic)"
+    cs = ConditionSet.load(out)
+    for seed in (7000, 7001):
+        env = make("simdiff/Push-v0", level=2, max_episode_steps=30)
+        env.reset(seed=seed)
+        expert = scripted_expert(env)
+        ref = []
+        for _ in range(7):
+            a = expert.act()
+            ref.append(a)
+            env.step(a)
+        first = cs.executed[(cs.seed == seed) & (cs.t == 0)][0]
+        np.testing.assert_allclose(first[1:], np.stack(ref), atol=1e-6)
