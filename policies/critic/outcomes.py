@@ -142,10 +142,12 @@ class OracleBatchPolicy(ChunkedBatchPolicy):
         res = run_candidates(self._spares[:rows], [sn for sn in snaps for _ in range(k)], acts,
                              np.repeat(self._hist[need], k, axis=0), d, self.lookahead, seeds)
         horizon = d.action_horizon * (1 + self.lookahead)
-        best = []
+        best, best_u = [], []
         for r in range(need.size):
             utils = [chunk_utility(o["success_step"], d0[r], o["d_end"], horizon) for o in res[r * k:(r + 1) * k]]
             best.append(r * k + int(np.argmax(utils)))
+            best_u.append(max(utils))
+        self.last_utility = np.asarray(best_u, dtype=np.float64)  # the verified outcome of each chosen chunk
         # The whole predicted chunk (Tp actions from t - To + 1) of each chosen candidate, for callers that use
         # it as a training label (searched DAgger); the runner executes only its Ta-slice.
         self.last_full = d.to_actions(x0[best], full=True).to(torch.float32).numpy()

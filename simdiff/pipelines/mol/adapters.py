@@ -362,7 +362,7 @@ def _searched_dagger_job(env_id: str, level: int, make_kwargs: dict, policy_dir:
                          search_k: int, search_lookahead: int, search_eta: float = 1.0) -> dict:
     """The generalist in ``policy_dir`` acts; the specialist in ``teacher_dir`` labels its replanning states."""
     from simdiff.pipelines.evaluate import run_episodes
-    from simdiff.pipelines.mol.dagger import SearchLabeler, searched_conditions
+    from simdiff.pipelines.mol.dagger import SearchLabeler, save_utility, searched_conditions
 
     if not teacher_dir:
         raise ValueError("searched DAgger: expected the specialist's directory (teacher_dir), received none")
@@ -382,8 +382,9 @@ def _searched_dagger_job(env_id: str, level: int, make_kwargs: dict, policy_dir:
                                 search_policy(teacher, env_id, search_k, search_lookahead, search_eta))
     recs = run_episodes(labeler, env_id, level, list(rollout_seeds), batch_size=batch_envs, env_kwargs=make_kwargs,
                         record_actions=True)
-    cs = searched_conditions(recs, labeler, student.horizons[0], domain, round_)
+    cs, utility = searched_conditions(recs, labeler, student.horizons[0], domain, round_)
     cs.save(out)
+    save_utility(out, utility)
     lengths = [int(r["length"]) for r in recs]
     return {"stats": {"episodes": len(recs), "resets": 0, "rollout_success": float(np.mean([r["success"] for r in
                                                                                           recs])),

@@ -167,6 +167,10 @@ class DaggerSpec:
     # Who labels searched-DAgger states: "specialist" (MOL) or "expert", a DIAGNOSTIC that labels them with the
     # privileged scripted expert's next actions (not semi-supervised; it bounds what specialist labels could do).
     teacher: str = "specialist"
+    # Keep a searched-DAgger label only if its verified outcome (the chosen chunk plus the lookahead, replayed in
+    # the simulator) reaches this utility: > 1 = success within the horizon, else the fraction of the box-goal
+    # distance closed (policies.critic.preferences.chunk_utility). None keeps every label.
+    min_label_utility: float | None = None
     # Which rounds' pseudo-labels a round-r generalist trains on: "all" (0..r) or "latest" (r only).
     pseudo_rounds: str = "all"
 
@@ -180,6 +184,12 @@ class DaggerSpec:
         if self.teacher == "expert" and self.search_k < 2:
             raise ValueError("dagger.teacher: 'expert' labels through the searched-DAgger path; set dagger.search_k "
                              f">= 2 (its value is then unused), received search_k={self.search_k}")
+        if self.min_label_utility is not None:
+            check_range("dagger.min_label_utility", self.min_label_utility, -1.0, 2.0)
+            if self.search_k < 2 or self.teacher != "specialist":
+                raise ValueError("dagger.min_label_utility filters verified specialist labels: it needs "
+                                 f"dagger.search_k >= 2 and teacher 'specialist', received search_k={self.search_k}, "
+                                 f"teacher={self.teacher!r}")
         if self.pseudo_rounds not in ("all", "latest"):
             raise ValueError(f"dagger.pseudo_rounds: expected 'all' or 'latest', received {self.pseudo_rounds!r}")
         check_range("dagger.rollouts_per_domain", self.rollouts_per_domain, 1, ROUND_SEED_BLOCK)
@@ -345,6 +355,8 @@ def config_fingerprint(cfg: MolConfig) -> str:
         dag.pop("search_eta", None)
     if dag.get("search_eta") == 1.0:  # likewise
         dag.pop("search_eta")
+    if "min_label_utility" in dag and dag["min_label_utility"] is None:  # likewise
+        dag.pop("min_label_utility")
     if dag.get("teacher") == "specialist":  # likewise
         dag.pop("teacher")
     if dag.get("pseudo_rounds") == "all":  # likewise

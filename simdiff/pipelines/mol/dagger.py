@@ -11,11 +11,14 @@ states are exactly those the generalist visits. No expert acts anywhere.
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from policies.batching import ChunkedBatchPolicy
+from simdiff.utils.io import atomic_write_bytes
 
 
 class SearchLabeler:
@@ -28,7 +31,7 @@ class SearchLabeler:
 
     def __init__(self, student: Any, teacher: Any):
         self.student, self.teacher = student, teacher
-        self._records: dict[int, tuple[list[int], list[np.ndarray]]] = {}
+        self._records: dict[int, tuple[list[int], list[np.ndarray], list[float]]] = {}
 
     @property
     def source(self) -> str:
@@ -45,7 +48,7 @@ class SearchLabeler:
         self.student.begin(slot, env, seed)
         self.teacher.begin(slot, env, seed)
         self._slot_seed[slot], self._t[slot] = int(seed), 0
-        self._records[int(seed)] = ([], [])
+        self._records[int(seed)] = ([], [], [])
 
     def act(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray:
         slots = np.asarray(slots, dtype=np.int64)
@@ -53,10 +56,11 @@ class SearchLabeler:
         n_past = int(teacher._hist.shape[1]) - 1  # To - 1 label entries lie before the current step
         planning = slots[teacher._pos[slots] >= teacher._queue.shape[1]]
         teacher.act(obs, slots)  # snapshots the worlds before the step: the teacher sees the true state
-        for slot, chunk in zip(planning.tolist(), teacher.last_full if planning.size else []):
-            steps, chunks = self._records[int(self._slot_seed[slot])]
+        for i, slot in enumerate(planning.tolist()):
+            steps, chunks, utils = self._records[int(self._slot_seed[slot])]
             steps.append(int(self._t[slot]))
-            chunks.append(self._with_past(slot, np.array(chunk, np.float32), n_past))
+            chunks.append(self._with_past(slot, np.array(teacher.last_full[i], np.float32), n_past))
+            utils.append(float(teacher.last_utility[i]))
         self._t[slots] += 1
         actions = np.asarray(self.student.act(obs, slots), np.float32)
         if self._past is None:
@@ -74,12 +78,13 @@ class SearchLabeler:
             chunk[j] = chunk[n_past] if step >= t else self._past[slot, n_past - (t - step)]
         return chunk
 
-    def labels(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(steps (n,), chunks (n, Tp, Da))`` recorded for the episode run with policy seed ``seed``."""
-        steps, chunks = self._records[int(seed)]
+    def labels(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(steps (n,), chunks (n, Tp, Da), utility (n,))`` recorded for the episode run with policy seed
+        ``seed``; ``utility`` is the verified outcome of each chosen chunk (NaN for the expert teacher)."""
+        steps, chunks, utils = self._records[int(seed)]
         if not steps:
             raise ValueError(f"searched DAgger: no label was recorded for policy seed {seed}")
-        return np.asarray(steps, np.int64), np.stack(chunks)
+        return np.asarray(steps, np.int64), np.stack(chunks), np.asarray(utils, np.float64)
 
 
 class ExpertChunkTeacher(ChunkedBatchPolicy):
@@ -128,16 +133,18 @@ class ExpertChunkTeacher(ChunkedBatchPolicy):
                     full[i, j + 1:] = a
                     break
         self.last_full = full
+        self.last_utility = np.full(need.size, np.nan)
         return full[:, To - 1:To - 1 + Ta]
 
 
 def searched_conditions(records: list[dict], labeler: SearchLabeler, n_obs: int, domain: int, round_: int):
-    """Conditions at the labeled steps of each rollout, their searched chunks in ``executed``."""
+    """Conditions at the labeled steps of each rollout, their chunks in ``executed``; and the chosen chunks'
+    verified utilities ``(K,)`` in the same order."""
     from simdiff.pipelines.mol.conditions import SOURCES, ConditionSet, windows
 
-    parts = []
+    parts, utils = [], []
     for r in records:
-        steps, chunks = labeler.labels(int(r["seed"]))
+        steps, chunks, u = labeler.labels(int(r["seed"]))
         obs = np.asarray(r["observations"][:-1], np.float32)
         if steps.max() >= obs.shape[0]:
             raise ValueError(f"searched DAgger: label at step {steps.max()} beyond the episode's {obs.shape[0]} "
@@ -148,9 +155,33 @@ def searched_conditions(records: list[dict], labeler: SearchLabeler, n_obs: int,
             source=np.full(k, SOURCES["dagger"], np.int8), round=np.full(k, round_, np.int16),
             episode_success=np.full(k, bool(r["success"])), seed=np.full(k, int(r["seed"]), np.int64),
             t=steps.astype(np.int32), executed=chunks.astype(np.float32)))
+        utils.append(u)
     if not parts:
         raise ValueError("searched DAgger: expected at least one rollout, received none")
-    return ConditionSet.concat(parts)
+    return ConditionSet.concat(parts), np.concatenate(utils)
 
 
-__all__ = ["SearchLabeler", "ExpertChunkTeacher", "searched_conditions"]
+def utility_path(conditions_file: str | Path) -> Path:
+    """Where the verified utilities of a searched-DAgger condition file are kept (``.npy``, no pickle)."""
+    p = Path(conditions_file)
+    return p.with_name(p.stem + ".utility.npy")
+
+
+def save_utility(conditions_file: str | Path, utility: np.ndarray) -> Path:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(utility, np.float64), allow_pickle=False)
+    return atomic_write_bytes(utility_path(conditions_file), buf.getvalue())
+
+
+def load_utility(conditions_file: str | Path, n: int) -> np.ndarray | None:
+    """The utilities saved next to ``conditions_file`` (None when there are none), checked against its ``n``."""
+    p = utility_path(conditions_file)
+    if not p.is_file():
+        return None
+    u = np.load(p, allow_pickle=False)
+    if u.shape != (n,):
+        raise ValueError(f"{p}: expected {n} utilities (one per condition), received shape {u.shape}")
+    return u
+
+
+__all__ = ["SearchLabeler", "ExpertChunkTeacher", "searched_conditions", "utility_path", "save_utility", "load_utility"]

@@ -483,16 +483,38 @@ def _stage_pseudo(ctx: RunContext, r: int) -> dict:
         info = path.with_suffix(".json")
         if not (info.is_file() and path.is_file()):
             cs = ConditionSet.load(conditions_path(ctx.root, r, d))
+            cs, dropped = _utility_filter(cfg, cs, conditions_path(ctx.root, r, d)) if r else (cs, 0)
             label_fn = adapters.label_fn(specialist_dir(ctx.root, d), threads=ctx.executor.threads_per_job)
             labels, stats = make_pseudo_labels(cs, label_fn, cfg.conditions.per_domain, p.filter_success,
                                                p.filter_dagger, p.batch_size,
                                                seed=p.seed + cfg.seed * 7919 + 97 * r + d, mode=p.label)
+            if cfg.dagger.min_label_utility is not None and r:
+                stats["dropped_low_utility"] = dropped
             labels.save(path)
             write_json(info, stats)
         out[f"domain_{d}"] = st = read_json(info)
+        low = f", {st['dropped_low_utility']} below the label-utility bar" if "dropped_low_utility" in st else ""
         ctx.log(f"  domain {d}: {st['labeled']} pseudo-labels (pool {st['pool']}, after filter "
-                f"{st['after_filter']})")
+                f"{st['after_filter']}{low})")
     return out
+
+
+def _utility_filter(cfg: MolConfig, cs, path: Path):
+    """DAgger conditions whose verified label utility is below ``dagger.min_label_utility`` are dropped."""
+    import numpy as np
+
+    from simdiff.pipelines.mol.conditions import SOURCES
+    from simdiff.pipelines.mol.dagger import load_utility, utility_path
+
+    thr = cfg.dagger.min_label_utility
+    if thr is None:
+        return cs, 0
+    u = load_utility(path, len(cs))
+    if u is None:
+        raise StageError(f"dagger.min_label_utility: {utility_path(path)} is missing (it is written by searched "
+                         "DAgger, dagger.search_k >= 2)")
+    keep = (cs.source != SOURCES["dagger"]) | (u >= thr)
+    return cs.subset(np.flatnonzero(keep)), int((~keep).sum())
 
 
 # -- stage 5: generalists --------------------------------------------------------------------------------------------
@@ -658,7 +680,8 @@ def _labels_summary(cfg: MolConfig) -> str:
             how = "DIAGNOSTIC: labels from the privileged scripted expert, not semi-supervised"
         elif g.search_k > 1:
             how = (f"searched labels: specialist best of {g.search_k}, lookahead {g.search_lookahead}, eta "
-                   f"{g.search_eta:g}, at the generalist's replanning states")
+                   f"{g.search_eta:g}, at the generalist's replanning states"
+                   + ("" if g.min_label_utility is None else f", kept if verified utility >= {g.min_label_utility:g}"))
         else:
             how = "one fresh specialist sample per state"
         parts.append(f"{g.rounds} DAgger round(s) of {g.rollouts_per_domain} generalist rollouts per domain ({how}); "
