@@ -148,13 +148,14 @@ def test_dagger_search_and_eta_config_checks_and_fingerprint():
     cfg = MolConfig()
     for bad in ({"dagger": {"search_k": 0}}, {"dagger": {"search_eta": 1.5}}, {"conditions": {"search_eta": -0.1}},
                 {"dagger": {"pseudo_rounds": "first"}}, {"dagger": {"teacher": "oracle", "search_k": 4}},
-                {"dagger": {"teacher": "expert", "search_k": 1}}):
+                {"dagger": {"teacher": "expert", "search_k": 1}}, {"dagger": {"min_label_utility": 0.3}},
+                {"dagger": {"min_label_utility": 3.0, "search_k": 4}}):
         with pytest.raises(ConfigError):
             load_config(MolConfig, bad)
     # at their defaults the new keys leave fingerprints (and so the resume of older runs) unchanged
     same = [{"dagger": {"search_k": 1, "search_eta": 0.0}}, {"dagger": {"pseudo_rounds": "all"}},
             {"conditions": {"search_eta": 1.0}}, {"conditions": {"search_k": 1, "search_eta": 0.0}},
-            {"dagger": {"teacher": "specialist"}}]
+            {"dagger": {"teacher": "specialist"}}, {"dagger": {"min_label_utility": None}}]
     for over in same:
         assert with_overrides(cfg, **over).fingerprint() == cfg.fingerprint(), over
     for over in ({"dagger": {"search_k": 4}}, {"dagger": {"pseudo_rounds": "latest"}},

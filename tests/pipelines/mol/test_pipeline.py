@@ -176,6 +176,10 @@ def test_searched_dagger_labels_the_generalists_own_states(tiny_run, tmp_path):
                                     search_k=3, search_lookahead=1, teacher_dir=str(spec))["stats"]
     cs = ConditionSet.load(out)
     assert stats["conditions"] == len(cs) and stats["labels"] == "searched"
+    from simdiff.pipelines.mol.dagger import load_utility
+
+    u = load_utility(out, len(cs))  # the verified outcome of each chosen chunk (chunk_utility's range)
+    assert u is not None and np.isfinite(u).all() and (u >= -1).all() and (u <= 2).all()
     assert (cs.source == SOURCES["dagger"]).all() and cs.has_executed().all()
     assert cs.executed.shape[1:] == (8, 2) and (cs.t % 4 == 0).all()  # replanning points of Ta = 4
 
@@ -231,3 +235,29 @@ def test_expert_dagger_diagnostic_labels_are_the_experts_next_actions(tiny_run, 
             env.step(a)
         first = cs.executed[(cs.seed == seed) & (cs.t == 0)][0]
         np.testing.assert_allclose(first[1:], np.stack(ref), atol=1e-6)
+
+
+def test_label_utility_filter_drops_only_low_dagger_labels(tmp_path):
+    import numpy as np
+
+    from simdiff.pipelines.mol.conditions import SOURCES, ConditionSet
+    from simdiff.pipelines.mol.dagger import save_utility
+    from simdiff.pipelines.mol.stages import _utility_filter
+
+    k = 6
+    cs = ConditionSet(obs=np.zeros((k, 2, 3), np.float32), domain=np.zeros(k, np.int16),
+                      source=np.array([SOURCES["reset"]] + [SOURCES["dagger"]] * 5, np.int8),
+                      round=np.ones(k, np.int16), episode_success=np.ones(k, bool), seed=np.arange(k),
+                      t=np.zeros(k, np.int32), executed=np.zeros((k, 8, 2), np.float32))
+    path = tmp_path / "domain_0.npz"
+    cs.save(path)
+    cfg = tiny(dagger={"search_k": 4, "min_label_utility": 0.3})
+    with pytest.raises(StageError, match="utility.npy is missing"):
+        _utility_filter(cfg, cs, path)
+    save_utility(path, np.array([-1.0, 0.29, 0.3, 1.5, -0.2, 0.9]))
+    kept, dropped = _utility_filter(cfg, cs, path)
+    assert dropped == 2 and kept.seed.tolist() == [0, 2, 3, 5]  # the reset condition has no label: always kept
+    assert _utility_filter(tiny(), cs, path) == (cs, 0)
+    save_utility(path, np.zeros(3))
+    with pytest.raises(ValueError, match="expected 6 utilities"):
+        _utility_filter(cfg, cs, path)
