@@ -1,0 +1,67 @@
+"""How well searched-DAgger labels from the specialists agree with the scripted expert's, by verified utility.
+
+Two MOL runs that share their round-0 generalist roll it out on the same seeds, so their round-1 DAgger
+conditions are the same states: one labeled by the specialists' simulator-verified search, the other by the
+privileged expert (``--set dagger.teacher=expert``, a diagnostic). For each level and each bin of the searched
+label's verified utility, this prints how many labels fall in it and the mean cosine between the two labels'
+executed actions (the ``Ta`` steps from the current one).
+
+    python bench/mol_label_agreement.py --searched RUN_S --expert RUN_E
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+BINS = (-1.0, 0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0)
+
+
+def executed_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean over steps of the cosine between two ``(K, T, Da)`` action sequences -> ``(K,)``."""
+    num = (a * b).sum(-1)
+    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-9
+    return (num / den).mean(-1)
+
+
+def agreement(searched: Path, expert: Path, domain: int, n_obs: int, n_act: int) -> tuple[np.ndarray, np.ndarray]:
+    from simdiff.pipelines.mol.conditions import ConditionSet
+    from simdiff.pipelines.mol.dagger import load_utility
+
+    f_s = searched / "conditions" / "round_1" / f"domain_{domain}.npz"
+    s, e = ConditionSet.load(f_s), ConditionSet.load(expert / "conditions" / "round_1" / f"domain_{domain}.npz")
+    if len(s) != len(e) or not (np.array_equal(s.seed, e.seed) and np.array_equal(s.t, e.t)
+                                and np.allclose(s.obs, e.obs)):
+        raise ValueError(f"domain {domain}: the two runs' DAgger states differ; expected runs that share their "
+                         "round-0 generalist and DAgger seeds")
+    u = load_utility(f_s, len(s))
+    if u is None:
+        raise ValueError(f"{f_s}: no verified utilities (run with dagger.search_k >= 2)")
+    sl = slice(n_obs - 1, n_obs - 1 + n_act)
+    return u, executed_cosine(s.executed[:, sl], e.executed[:, sl])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--searched", type=Path, required=True, help="MOL run with specialist-searched DAgger labels")
+    ap.add_argument("--expert", type=Path, required=True, help="the same run with dagger.teacher=expert")
+    ap.add_argument("--domains", type=int, nargs="+", default=[0, 1, 2, 3])
+    ap.add_argument("--obs-horizon", type=int, default=2)
+    ap.add_argument("--action-horizon", type=int, default=4)
+    a = ap.parse_args(argv)
+    res = {d: agreement(a.searched, a.expert, d, a.obs_horizon, a.action_horizon) for d in a.domains}
+    print("| verified utility of the label | " + " | ".join(f"level {d}: n, cos" for d in a.domains) + " |")
+    print("|---|" + ":-:|" * len(a.domains))
+    for lo, hi in zip(BINS[:-1], BINS[1:]):
+        cells = []
+        for u, cos in res.values():
+            m = (u >= lo) & (u < hi) if hi < BINS[-1] else (u >= lo)
+            cells.append(f"{int(m.sum())}, {cos[m].mean():.2f}" if m.any() else "0, -")
+        print(f"| [{lo:.1f}, {hi:.1f}) | " + " | ".join(cells) + " |")
+    print("| all | " + " | ".join(f"{len(u)}, {cos.mean():.2f}" for u, cos in res.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
