@@ -99,16 +99,28 @@ class OracleBatchPolicy(ChunkedBatchPolicy):
     """
 
     def __init__(self, den: PolicyDenoiser, k: int = 4, eta: float = 1.0, lookahead: int = 0,
-                 env_id: str = "simdiff/Push-v0"):
+                 env_id: str = "simdiff/Push-v0", co_proposer: PolicyDenoiser | None = None,
+                 rollout: PolicyDenoiser | None = None):
+        """``co_proposer`` (optional) samples ``k`` more candidates per state next to ``den``'s; ``rollout``
+        (default ``den``) is the policy that continues each candidate for the ``lookahead`` chunks, i.e. the
+        policy whose value the search estimates. All must share the horizons and action dimension."""
         if k < 1 or lookahead < 0:
             raise ValueError(f"expected k >= 1 and lookahead >= 0, received k={k}, lookahead={lookahead}")
+        for name, other in (("co_proposer", co_proposer), ("rollout", rollout)):
+            if other is not None and _dims(other) != _dims(den):
+                raise ValueError(f"OracleBatchPolicy: {name} must share (To, Tp, Ta, Do, Da) with the base policy; "
+                                 f"expected {_dims(den)}, received {_dims(other)}")
         self.den, self.k, self.eta, self.lookahead, self.env_id = den, int(k), float(eta), int(lookahead), env_id
+        self.proposers = [den] + ([co_proposer] if co_proposer is not None else [])
+        self.rollout = rollout if rollout is not None else den
         self._spares: list[Any] = []
         self.reset(0)
 
     @property
     def source(self) -> str:
-        return f"oracle(k={self.k}, eta={self.eta}, lookahead={self.lookahead})"
+        extra = (", +co-proposer" if len(self.proposers) > 1 else "") + (
+            ", rollout by another policy" if self.rollout is not self.den else "")
+        return f"oracle(k={self.k}, eta={self.eta}, lookahead={self.lookahead}{extra})"
 
     def reset(self, n: int) -> None:
         d = self.den
@@ -127,12 +139,20 @@ class OracleBatchPolicy(ChunkedBatchPolicy):
     def _chunks(self, need: np.ndarray) -> np.ndarray:
         from policies.critic.preferences import chunk_utility
 
-        d, k = self.den, self.k
-        cond = d.condition(d.obs_features(self._hist[need]))
-        gens = [self._gens[s] for s in need.tolist() for _ in range(k)]
-        x0 = sample_chunks(d, cond.repeat_interleave(k, 0), self.eta, gens)
-        d.counter.chunks += need.size
-        acts = d.to_actions(x0).to(torch.float32).numpy()
+        d = self.den
+        # Candidates of one state are contiguous: k from each proposer, in order.
+        acts_p, full_p = [], []
+        for p in self.proposers:
+            cond = p.condition(p.obs_features(self._hist[need]))
+            gens = [self._gens[s] for s in need.tolist() for _ in range(self.k)]
+            x0 = sample_chunks(p, cond.repeat_interleave(self.k, 0), self.eta, gens)
+            p.counter.chunks += need.size
+            for dst, full in ((acts_p, False), (full_p, True)):
+                a = p.to_actions(x0, full=full).to(torch.float32).numpy()
+                dst.append(a.reshape(need.size, self.k, -1, d.action_dim))
+        k = self.k * len(self.proposers)
+        acts = np.concatenate(acts_p, axis=1).reshape(need.size * k, -1, d.action_dim)
+        full = np.concatenate(full_p, axis=1).reshape(need.size * k, -1, d.action_dim)
         rows = need.size * k
         if len(self._spares) < rows:
             self._spares += spare_envs(self.env_id, rows - len(self._spares))
@@ -140,7 +160,7 @@ class OracleBatchPolicy(ChunkedBatchPolicy):
         d0 = [box_goal_distance(self._envs[s]) for s in need.tolist()]
         seeds = [int(self._seed[s]) * 1009 + int(self._t[s]) for s in need.tolist() for _ in range(k)]
         res = run_candidates(self._spares[:rows], [sn for sn in snaps for _ in range(k)], acts,
-                             np.repeat(self._hist[need], k, axis=0), d, self.lookahead, seeds)
+                             np.repeat(self._hist[need], k, axis=0), self.rollout, self.lookahead, seeds)
         horizon = d.action_horizon * (1 + self.lookahead)
         best, best_u = [], []
         for r in range(need.size):
@@ -150,13 +170,17 @@ class OracleBatchPolicy(ChunkedBatchPolicy):
         self.last_utility = np.asarray(best_u, dtype=np.float64)  # the verified outcome of each chosen chunk
         # The whole predicted chunk (Tp actions from t - To + 1) of each chosen candidate, for callers that use
         # it as a training label (searched DAgger); the runner executes only its Ta-slice.
-        self.last_full = d.to_actions(x0[best], full=True).to(torch.float32).numpy()
+        self.last_full = full[best]
         return acts[best]
 
     def act(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray:
         out = super().act(obs, slots)
         self._t[np.asarray(slots, dtype=np.int64)] += 1
         return out
+
+
+def _dims(den: PolicyDenoiser) -> tuple[int, ...]:
+    return (den.obs_horizon, den.pred_horizon, den.action_horizon, den.obs_dim, den.action_dim)
 
 
 __all__ = ["run_candidates", "spare_envs", "OracleBatchPolicy"]

@@ -266,13 +266,16 @@ def finish_policy_job(job: dict, value: dict) -> None:
 ATTEMPT_SEED_STRIDE = 1 << 27
 
 
-def search_policy(policy, env_id: str, k: int, lookahead: int, eta: float = 1.0):
+def search_policy(policy, env_id: str, k: int, lookahead: int, eta: float = 1.0, co_proposer=None, rollout=None):
     """The specialist with simulator verification: best of ``k`` sampled chunks by their replayed outcome
-    (``lookahead`` more specialist chunks after each; see ``ConditionsSpec.search_k``)."""
+    (``lookahead`` more specialist chunks after each; see ``ConditionsSpec.search_k``). ``co_proposer`` adds
+    ``k`` candidates of another policy; ``rollout`` continues the candidates instead of ``policy``."""
     from policies.critic.adapter import PolicyDenoiser
     from policies.critic.outcomes import OracleBatchPolicy
 
-    return OracleBatchPolicy(PolicyDenoiser(policy), k=k, eta=eta, lookahead=lookahead, env_id=env_id)
+    wrap = (lambda x: None if x is None else PolicyDenoiser(x))
+    return OracleBatchPolicy(PolicyDenoiser(policy), k=k, eta=eta, lookahead=lookahead, env_id=env_id,
+                             co_proposer=wrap(co_proposer), rollout=wrap(rollout))
 
 
 def rollouts_with_attempts(policy, env_id: str, level: int, seeds: list[int], attempts: int, batch_envs: int,
@@ -310,7 +313,8 @@ def rollouts_with_attempts(policy, env_id: str, level: int, seeds: list[int], at
 def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, reset_seeds: list[int],
                    rollout_seeds: list[int], source: str, round_: int, domain: int, stride: int,
                    batch_envs: int, out: str, attempts: int = 1, search_k: int = 1,
-                   search_lookahead: int = 0, teacher_dir: str | None = None, search_eta: float = 1.0) -> dict:
+                   search_lookahead: int = 0, teacher_dir: str | None = None, search_eta: float = 1.0,
+                   search_proposers: str = "specialist", search_rollout: str = "specialist") -> dict:
     """Executor job: unlabeled conditions of one domain and round -> ``out`` (.npz); returns counts.
 
     ``attempts > 1`` (specialist rollouts only) replays failed seeds with fresh noise, ``search_k > 1``
@@ -324,7 +328,8 @@ def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, 
         raise ValueError(f"conditions_job: attempts > 1 applies to specialist rollouts, received source {source!r}")
     if search_k > 1 and source == "dagger":
         return _searched_dagger_job(env_id, level, make_kwargs, policy_dir, teacher_dir, rollout_seeds, round_,
-                                    domain, batch_envs, out, search_k, search_lookahead, search_eta)
+                                    domain, batch_envs, out, search_k, search_lookahead, search_eta,
+                                    search_proposers, search_rollout)
     if search_k > 1 and source != "specialist":
         raise ValueError("conditions_job: search_k > 1 applies to specialist or DAgger rollouts, received "
                          f"source {source!r}")
@@ -359,8 +364,10 @@ def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, 
 
 def _searched_dagger_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, teacher_dir: str | None,
                          rollout_seeds: list[int], round_: int, domain: int, batch_envs: int, out: str,
-                         search_k: int, search_lookahead: int, search_eta: float = 1.0) -> dict:
-    """The generalist in ``policy_dir`` acts; the specialist in ``teacher_dir`` labels its replanning states."""
+                         search_k: int, search_lookahead: int, search_eta: float = 1.0,
+                         search_proposers: str = "specialist", search_rollout: str = "specialist") -> dict:
+    """The generalist in ``policy_dir`` acts; the specialist in ``teacher_dir`` labels its replanning states
+    (with ``search_proposers`` / ``search_rollout``, see ``DaggerSpec``, the generalist helps the search)."""
     from simdiff.pipelines.evaluate import run_episodes
     from simdiff.pipelines.mol.dagger import SearchLabeler, save_utility, searched_conditions
 
@@ -378,8 +385,10 @@ def _searched_dagger_job(env_id: str, level: int, make_kwargs: dict, policy_dir:
         if student.horizons != teacher.horizons:
             raise ValueError(f"searched DAgger: generalist and specialist must share (To, Tp, Ta); received "
                              f"{student.horizons} and {teacher.horizons}")
-        labeler = SearchLabeler(student.batch_policy(),
-                                search_policy(teacher, env_id, search_k, search_lookahead, search_eta))
+        labeler = SearchLabeler(student.batch_policy(), search_policy(
+            teacher, env_id, search_k, search_lookahead, search_eta,
+            co_proposer=student if search_proposers == "specialist+generalist" else None,
+            rollout=student if search_rollout == "generalist" else None))
     recs = run_episodes(labeler, env_id, level, list(rollout_seeds), batch_size=batch_envs, env_kwargs=make_kwargs,
                         record_actions=True)
     cs, utility = searched_conditions(recs, labeler, student.horizons[0], domain, round_)
@@ -390,6 +399,7 @@ def _searched_dagger_job(env_id: str, level: int, make_kwargs: dict, policy_dir:
                                                                                           recs])),
                       "mean_length": float(np.mean(lengths)), "conditions": len(cs), "search_k": search_k,
                       "search_lookahead": search_lookahead, "search_eta": search_eta,
+                      "search_proposers": search_proposers, "search_rollout": search_rollout,
                       "labels": "expert (diagnostic)" if teacher_dir == "expert" else "searched"}}
 
 

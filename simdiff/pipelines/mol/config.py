@@ -173,6 +173,13 @@ class DaggerSpec:
     min_label_utility: float | None = None
     # Which rounds' pseudo-labels a round-r generalist trains on: "all" (0..r) or "latest" (r only).
     pseudo_rounds: str = "all"
+    # Who proposes the searched candidates: "specialist" (k chunks) or "specialist+generalist" (k from each; the
+    # round-(r-1) generalist's own samples compete with the specialist's, so the search can also keep a better
+    # version of what the generalist would have done). No expert acts either way.
+    search_proposers: str = "specialist"
+    # Who continues each candidate for the lookahead chunks, i.e. whose value the search estimates: "specialist",
+    # or "generalist" (the round-(r-1) generalist, the policy the label will be distilled into).
+    search_rollout: str = "specialist"
 
     def __post_init__(self) -> None:
         check_range("dagger.rounds", self.rounds, 0, 10)
@@ -190,6 +197,17 @@ class DaggerSpec:
                 raise ValueError("dagger.min_label_utility filters verified specialist labels: it needs "
                                  f"dagger.search_k >= 2 and teacher 'specialist', received search_k={self.search_k}, "
                                  f"teacher={self.teacher!r}")
+        if self.search_proposers not in ("specialist", "specialist+generalist"):
+            raise ValueError("dagger.search_proposers: expected 'specialist' or 'specialist+generalist', received "
+                             f"{self.search_proposers!r}")
+        if self.search_rollout not in ("specialist", "generalist"):
+            raise ValueError(f"dagger.search_rollout: expected 'specialist' or 'generalist', received "
+                             f"{self.search_rollout!r}")
+        if (self.search_proposers, self.search_rollout) != ("specialist", "specialist") and (
+                self.search_k < 2 or self.teacher != "specialist"):
+            raise ValueError("dagger.search_proposers / dagger.search_rollout shape the specialists' searched labels: "
+                             f"they need dagger.search_k >= 2 and teacher 'specialist', received "
+                             f"search_k={self.search_k}, teacher={self.teacher!r}")
         if self.pseudo_rounds not in ("all", "latest"):
             raise ValueError(f"dagger.pseudo_rounds: expected 'all' or 'latest', received {self.pseudo_rounds!r}")
         check_range("dagger.rollouts_per_domain", self.rollouts_per_domain, 1, ROUND_SEED_BLOCK)
@@ -361,6 +379,9 @@ def config_fingerprint(cfg: MolConfig) -> str:
         dag.pop("teacher")
     if dag.get("pseudo_rounds") == "all":  # likewise
         dag.pop("pseudo_rounds")
+    for key in ("search_proposers", "search_rollout"):
+        if dag.get(key) == "specialist":  # likewise
+            dag.pop(key)
     blob = json.dumps(d, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

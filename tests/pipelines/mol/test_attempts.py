@@ -163,3 +163,19 @@ def test_dagger_search_and_eta_config_checks_and_fingerprint():
         assert with_overrides(cfg, **over).fingerprint() != cfg.fingerprint(), over
     searched = with_overrides(cfg, dagger={"search_k": 4})
     assert with_overrides(searched, dagger={"search_eta": 0.0}).fingerprint() != searched.fingerprint()
+
+
+def test_dagger_search_helpers_config_checks_and_fingerprint():
+    cfg = MolConfig()
+    searched = with_overrides(cfg, dagger={"search_k": 4})
+    for bad in ({"dagger": {"search_k": 4, "search_proposers": "generalist"}},
+                {"dagger": {"search_k": 4, "search_rollout": "expert"}},
+                {"dagger": {"search_proposers": "specialist+generalist"}},  # needs a search (search_k >= 2)
+                {"dagger": {"search_rollout": "generalist"}},
+                {"dagger": {"search_k": 4, "teacher": "expert", "search_rollout": "generalist"}}):
+        with pytest.raises(ConfigError):
+            load_config(MolConfig, bad)
+    for over in ({"search_proposers": "specialist"}, {"search_rollout": "specialist"}):
+        assert with_overrides(searched, dagger=over).fingerprint() == searched.fingerprint(), over
+    for over in ({"search_proposers": "specialist+generalist"}, {"search_rollout": "generalist"}):
+        assert with_overrides(searched, dagger=over).fingerprint() != searched.fingerprint(), over

@@ -203,6 +203,29 @@ def test_searched_dagger_labels_the_generalists_own_states(tiny_run, tmp_path):
     np.testing.assert_array_equal(np.sort(labels.actions.ravel()), np.sort(cs.executed.ravel()))
 
 
+def test_searched_dagger_with_the_generalist_helping_the_search(tiny_run, tmp_path):
+    """dagger.search_proposers / search_rollout: the generalist's own candidates compete and it continues the
+    lookahead; the labeled states are still exactly the generalist's rollout states."""
+    import numpy as np
+
+    from simdiff.pipelines.evaluate import run_episodes
+    from simdiff.pipelines.mol.conditions import ConditionSet
+
+    root, _ = tiny_run
+    gen, spec = root / "generalists" / "distilled_r0", root / "specialists" / "domain_2"
+    seeds, kw, out = [6000, 6001], {"max_episode_steps": 20}, tmp_path / "helped.npz"
+    stats = adapters.conditions_job("simdiff/Push-v0", 2, kw, str(gen), [], seeds, "dagger", 1, 2, 1, 2, str(out),
+                                    search_k=2, search_lookahead=1, teacher_dir=str(spec),
+                                    search_proposers="specialist+generalist", search_rollout="generalist")["stats"]
+    assert (stats["search_proposers"], stats["search_rollout"]) == ("specialist+generalist", "generalist")
+    cs = ConditionSet.load(out)
+    plain = run_episodes(adapters.load_policy(gen).batch_policy(), "simdiff/Push-v0", 2, seeds, batch_size=2,
+                         env_kwargs=kw, record_actions=True)
+    for rec in plain:
+        mine = cs.subset(np.flatnonzero(cs.seed == rec["seed"]))
+        np.testing.assert_allclose(mine.obs[:, -1], np.asarray(rec["observations"], np.float32)[mine.t], atol=1e-6)
+
+
 def test_searched_dagger_rejects_a_world_without_snapshots():
     with pytest.raises(ValueError, match="dagger.search_k"):
         with_overrides(tiny(), env={"id": "simdiff/Lift-v0"}, dagger={"search_k": 4})

@@ -145,3 +145,45 @@ def test_oracle_policy_runs_in_the_runner(tiny_policy):
     recs = run_episodes(OracleBatchPolicy(PolicyDenoiser(tiny_policy), k=2, lookahead=1), ENV, 2, [1, 2],
                         batch_size=2, env_kwargs={"max_episode_steps": 8})
     assert [r["length"] for r in recs] == [8, 8] or any(r["success"] for r in recs)
+
+
+def test_oracle_co_proposer_candidates_compete_and_rollout_policy_continues(tiny_policy, monkeypatch):
+    """With a co-proposer, each state gets k candidates from each policy; the best by outcome is kept whoever
+    proposed it (its full chunk too), and the lookahead runs with the ``rollout`` policy."""
+    import policies.critic.outcomes as O
+    from simdiff.pipelines.evaluate import run_episodes
+
+    base, co, roll = PolicyDenoiser(tiny_policy), PolicyDenoiser(tiny_policy), PolicyDenoiser(tiny_policy)
+    shift = 100.0  # the co-proposer's actions are recognisable
+    orig = co.to_actions
+    monkeypatch.setattr(co, "to_actions", lambda x0, full=False: orig(x0, full=full) + shift)
+    seen = []
+
+    def fake(envs, snaps, actions, hist, den, lookahead=0, seeds=None):
+        seen.append((actions.shape[0], den, lookahead))
+        # the co-proposer's candidates (recognised by their actions) end closest to the goal
+        return [{"success_step": None, "d_end": 0.0 if a.mean() > shift / 2 else 1.0} for a in actions]
+
+    monkeypatch.setattr(O, "run_candidates", fake)
+    pol = O.OracleBatchPolicy(base, k=3, lookahead=2, co_proposer=co, rollout=roll)
+    recs = run_episodes(pol, ENV, 1, [3], batch_size=1, env_kwargs={"max_episode_steps": 8}, record_actions=True)
+    assert seen and all(rows == 6 and den is roll and la == 2 for rows, den, la in seen)
+    assert (np.asarray(recs[0]["actions"]) > shift / 2).all()  # every executed chunk was a co-proposer's
+    assert (pol.last_full > shift / 2).all() and pol.last_full.shape[1:] == (base.pred_horizon, base.action_dim)
+    assert "co-proposer" in pol.source and "rollout" in pol.source
+
+    seen.clear()  # without them: k candidates per state, the base policy continues
+    plain = O.OracleBatchPolicy(base, k=3, lookahead=2)
+    run_episodes(plain, ENV, 1, [3], batch_size=1, env_kwargs={"max_episode_steps": 8})
+    assert all(rows == 3 and den is base for rows, den, _ in seen)
+
+
+def test_oracle_rejects_a_co_proposer_with_other_horizons(tiny_policy):
+    from policies.critic.outcomes import OracleBatchPolicy
+
+    base, other = PolicyDenoiser(tiny_policy), PolicyDenoiser(tiny_policy)
+    other.action_horizon += 1
+    with pytest.raises(ValueError, match="co_proposer must share"):
+        OracleBatchPolicy(base, co_proposer=other)
+    with pytest.raises(ValueError, match="rollout must share"):
+        OracleBatchPolicy(base, rollout=other)
