@@ -273,9 +273,9 @@ def search_policy(policy, env_id: str, k: int, lookahead: int, eta: float = 1.0,
     from policies.critic.adapter import PolicyDenoiser
     from policies.critic.outcomes import OracleBatchPolicy
 
-    wrap = (lambda x: None if x is None else PolicyDenoiser(x))
     return OracleBatchPolicy(PolicyDenoiser(policy), k=k, eta=eta, lookahead=lookahead, env_id=env_id,
-                             co_proposer=wrap(co_proposer), rollout=wrap(rollout))
+                             co_proposer=None if co_proposer is None else PolicyDenoiser(co_proposer),
+                             rollout=None if rollout is None else PolicyDenoiser(rollout))
 
 
 def rollouts_with_attempts(policy, env_id: str, level: int, seeds: list[int], attempts: int, batch_envs: int,
