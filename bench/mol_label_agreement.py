@@ -49,7 +49,8 @@ def agreement(searched: Path, expert: Path, domain: int, n_obs: int, n_act: int)
 
 
 def relabel(searched: Path, expert: Path, domain: int, k: int, lookahead: int, episodes: int, out: Path,
-            n_obs: int, n_act: int, proposers: str = "specialist", rollout: str = "specialist") -> dict:
+            n_obs: int, n_act: int, proposers: str = "specialist", rollout: str = "specialist",
+            shaping: float = 0.0) -> dict:
     """Search-label the first ``episodes`` DAgger rollouts again with ``k`` / ``lookahead``; agreement stats."""
     import time
 
@@ -66,7 +67,7 @@ def relabel(searched: Path, expert: Path, domain: int, k: int, lookahead: int, e
     adapters.conditions_job("simdiff/Push-v0", domain, {}, str(searched / "generalists" / "distilled_r0"), [], seeds,
                             "dagger", 1, domain, 1, 100, str(out), search_k=k, search_lookahead=lookahead,
                             teacher_dir=str(searched / "specialists" / f"domain_{domain}"), search_eta=0.0,
-                            search_proposers=proposers, search_rollout=rollout)
+                            search_proposers=proposers, search_rollout=rollout, search_shaping=shaping)
     s = ConditionSet.load(out)
     u = load_utility(out, len(s))
     row = {(a, b): i for i, (a, b) in enumerate(zip(e.seed.tolist(), e.t.tolist()))}
@@ -74,7 +75,7 @@ def relabel(searched: Path, expert: Path, domain: int, k: int, lookahead: int, e
     sl = slice(n_obs - 1, n_obs - 1 + n_act)
     cos = executed_cosine(s.executed[:, sl], e.executed[idx, sl])
     fail = ~s.episode_success
-    return {"k": k, "lookahead": lookahead, "proposers": proposers, "rollout": rollout, "level": domain, "episodes": len(seeds), "labels": len(s),
+    return {"k": k, "lookahead": lookahead, "proposers": proposers, "rollout": rollout, "shaping": shaping, "level": domain, "episodes": len(seeds), "labels": len(s),
             "seconds": round(time.perf_counter() - t0), "cos_all": round(float(cos.mean()), 3),
             "cos_failed_episodes": round(float(cos[fail].mean()), 3),
             "share_utility_ge_0.6_failed_episodes": round(float((u[fail] >= 0.6).mean()), 3)}
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="--relabel: who samples the candidates (dagger.search_proposers)")
     ap.add_argument("--rollout", choices=["specialist", "generalist"], default="specialist",
                     help="--relabel: who continues them for the lookahead (dagger.search_rollout)")
+    ap.add_argument("--shaping", type=float, default=0.0, help="--relabel: dagger.search_shaping")
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--out", type=Path, default=Path("relabel.npz"), help="where --relabel writes its conditions")
     a = ap.parse_args(argv)
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         if len(a.domains) != 1:
             raise SystemExit(f"--relabel: expected one level in --domains, received {a.domains}")
         print(relabel(a.searched, a.expert, a.domains[0], *a.relabel, a.episodes, a.out, a.obs_horizon,
-                      a.action_horizon, a.proposers, a.rollout))
+                      a.action_horizon, a.proposers, a.rollout, a.shaping))
         return
     res = {d: agreement(a.searched, a.expert, d, a.obs_horizon, a.action_horizon) for d in a.domains}
     print("| verified utility of the label | " + " | ".join(f"level {d}: n, cos" for d in a.domains) + " |")

@@ -21,7 +21,7 @@ import torch
 
 from policies.batching import ChunkedBatchPolicy
 from policies.critic.adapter import PolicyDenoiser, sample_chunks
-from policies.critic.sim_state import EnvSnapshot, box_goal_distance, restore, snapshot
+from policies.critic.sim_state import EnvSnapshot, box_goal_distance, restore, snapshot, staging_distance
 
 
 @torch.no_grad()
@@ -29,7 +29,8 @@ def run_candidates(envs: list[Any], snaps: list[EnvSnapshot], actions: np.ndarra
                    den: PolicyDenoiser | None = None, lookahead: int = 0, seeds: list[int] | None = None) -> list[dict]:
     """Outcomes of ``M`` rows: ``envs`` (M spare envs, overwritten), ``snaps`` (M states), ``actions (M, Ta, Da)``
     env actions of each candidate, ``hist (M, To, Do)`` observation history at each state, ``seeds`` (M)
-    continuation noise seeds. Returns per row ``{"return", "success_step", "d_end", "done", "obs", "steps"}``
+    continuation noise seeds. Returns per row ``{"return", "success_step", "d_end", "s_end", "done", "obs",
+    "steps"}`` (``s_end``: :func:`policies.critic.sim_state.staging_distance` at the end)
     where ``obs`` holds the observations of the candidate's own steps only."""
     m = len(envs)
     if not (len(snaps) == m == actions.shape[0] == hist.shape[0]):
@@ -56,6 +57,7 @@ def run_candidates(envs: list[Any], snaps: list[EnvSnapshot], actions: np.ndarra
         _execute(envs, acts, out, h, live)
     for env, o in zip(envs, out):
         o["d_end"] = box_goal_distance(env)
+        o["s_end"] = staging_distance(env)
         o["obs"] = o.pop("own_obs")
     return out
 
@@ -100,12 +102,17 @@ class OracleBatchPolicy(ChunkedBatchPolicy):
 
     def __init__(self, den: PolicyDenoiser, k: int = 4, eta: float = 1.0, lookahead: int = 0,
                  env_id: str = "simdiff/Push-v0", co_proposer: PolicyDenoiser | None = None,
-                 rollout: PolicyDenoiser | None = None):
+                 rollout: PolicyDenoiser | None = None, shaping: float = 0.0):
         """``co_proposer`` (optional) samples ``k`` more candidates per state next to ``den``'s; ``rollout``
         (default ``den``) is the policy that continues each candidate for the ``lookahead`` chunks, i.e. the
-        policy whose value the search estimates. All must share the horizons and action dimension."""
-        if k < 1 or lookahead < 0:
-            raise ValueError(f"expected k >= 1 and lookahead >= 0, received k={k}, lookahead={lookahead}")
+        policy whose value the search estimates. All must share the horizons and action dimension.
+        ``shaping > 0`` adds ``shaping`` times the relative decrease of the pusher's distance to its staging
+        point (:func:`shaped_utility`) to the utility of failed candidates, so that among candidates that do not
+        move the box, one that goes around it to push from behind wins."""
+        if k < 1 or lookahead < 0 or not 0.0 <= shaping <= 1.0:
+            raise ValueError(f"expected k >= 1, lookahead >= 0 and shaping in [0, 1], received k={k}, "
+                             f"lookahead={lookahead}, shaping={shaping}")
+        self.shaping = float(shaping)
         for name, other in (("co_proposer", co_proposer), ("rollout", rollout)):
             if other is not None and _dims(other) != _dims(den):
                 raise ValueError(f"OracleBatchPolicy: {name} must share (To, Tp, Ta, Do, Da) with the base policy; "
@@ -119,7 +126,8 @@ class OracleBatchPolicy(ChunkedBatchPolicy):
     @property
     def source(self) -> str:
         extra = (", +co-proposer" if len(self.proposers) > 1 else "") + (
-            ", rollout by another policy" if self.rollout is not self.den else "")
+            ", rollout by another policy" if self.rollout is not self.den else "") + (
+            f", shaping {self.shaping:g}" if self.shaping else "")
         return f"oracle(k={self.k}, eta={self.eta}, lookahead={self.lookahead}{extra})"
 
     def reset(self, n: int) -> None:
@@ -158,13 +166,15 @@ class OracleBatchPolicy(ChunkedBatchPolicy):
             self._spares += spare_envs(self.env_id, rows - len(self._spares))
         snaps = [snapshot(self._envs[s]) for s in need.tolist()]
         d0 = [box_goal_distance(self._envs[s]) for s in need.tolist()]
+        s0 = [staging_distance(self._envs[s]) for s in need.tolist()]
         seeds = [int(self._seed[s]) * 1009 + int(self._t[s]) for s in need.tolist() for _ in range(k)]
         res = run_candidates(self._spares[:rows], [sn for sn in snaps for _ in range(k)], acts,
                              np.repeat(self._hist[need], k, axis=0), self.rollout, self.lookahead, seeds)
         horizon = d.action_horizon * (1 + self.lookahead)
         best, best_u = [], []
         for r in range(need.size):
-            utils = [chunk_utility(o["success_step"], d0[r], o["d_end"], horizon) for o in res[r * k:(r + 1) * k]]
+            utils = [shaped_utility(chunk_utility(o["success_step"], d0[r], o["d_end"], horizon), s0[r], o["s_end"],
+                                    self.shaping) for o in res[r * k:(r + 1) * k]]
             best.append(r * k + int(np.argmax(utils)))
             best_u.append(max(utils))
         self.last_utility = np.asarray(best_u, dtype=np.float64)  # the verified outcome of each chosen chunk
@@ -179,8 +189,18 @@ class OracleBatchPolicy(ChunkedBatchPolicy):
         return out
 
 
+def shaped_utility(u: float, s0: float, s_end: float, weight: float) -> float:
+    """``u`` (:func:`policies.critic.preferences.chunk_utility`) plus, for a failed outcome (``u < 1``),
+    ``weight`` times the relative decrease of the staging distance, clipped to [-1, 1]. Successes are left as
+    they are so they still rank first; ``weight = 0`` gives ``u`` exactly."""
+    if weight == 0.0 or u >= 1.0:
+        return u
+    # Capped below 1 so that a shaped failure never outranks a success.
+    return min(u + weight * float(np.clip((s0 - s_end) / max(s0, 1e-2), -1.0, 1.0)), 1.0 - 1e-6)
+
+
 def _dims(den: PolicyDenoiser) -> tuple[int, ...]:
     return (den.obs_horizon, den.pred_horizon, den.action_horizon, den.obs_dim, den.action_dim)
 
 
-__all__ = ["run_candidates", "spare_envs", "OracleBatchPolicy"]
+__all__ = ["run_candidates", "spare_envs", "OracleBatchPolicy", "shaped_utility"]

@@ -93,4 +93,17 @@ def box_goal_distance(env: Any) -> float:
     return float(np.hypot(*(base.box_pos - base.goal)))
 
 
-__all__ = ["EnvSnapshot", "snapshot", "restore", "box_goal_distance"]
+def staging_distance(env: Any) -> float:
+    """Distance (m) from the pusher to the staging point behind the box on the box->goal line (one box half
+    extent plus the pusher radius and 1 cm beyond the box center): small when the pusher is placed to push the
+    box straight at the goal. A task-shaping measure for searches (no policy reads it)."""
+    from envs.push import PUSHER_RADIUS
+
+    base = env.unwrapped
+    b, g = base.box_pos, base.goal
+    u = (g - b) / max(float(np.hypot(*(g - b))), 1e-9)
+    stage = b - u * (base.domain.box_size + PUSHER_RADIUS + 0.01)
+    return float(np.hypot(*(base.pusher_pos - stage)))
+
+
+__all__ = ["EnvSnapshot", "snapshot", "restore", "box_goal_distance", "staging_distance"]

@@ -266,16 +266,18 @@ def finish_policy_job(job: dict, value: dict) -> None:
 ATTEMPT_SEED_STRIDE = 1 << 27
 
 
-def search_policy(policy, env_id: str, k: int, lookahead: int, eta: float = 1.0, co_proposer=None, rollout=None):
+def search_policy(policy, env_id: str, k: int, lookahead: int, eta: float = 1.0, co_proposer=None, rollout=None,
+                  shaping: float = 0.0):
     """The specialist with simulator verification: best of ``k`` sampled chunks by their replayed outcome
     (``lookahead`` more specialist chunks after each; see ``ConditionsSpec.search_k``). ``co_proposer`` adds
-    ``k`` candidates of another policy; ``rollout`` continues the candidates instead of ``policy``."""
+    ``k`` candidates of another policy; ``rollout`` continues the candidates instead of ``policy``; ``shaping``
+    see :class:`policies.critic.outcomes.OracleBatchPolicy`."""
     from policies.critic.adapter import PolicyDenoiser
     from policies.critic.outcomes import OracleBatchPolicy
 
     return OracleBatchPolicy(PolicyDenoiser(policy), k=k, eta=eta, lookahead=lookahead, env_id=env_id,
                              co_proposer=None if co_proposer is None else PolicyDenoiser(co_proposer),
-                             rollout=None if rollout is None else PolicyDenoiser(rollout))
+                             rollout=None if rollout is None else PolicyDenoiser(rollout), shaping=shaping)
 
 
 def rollouts_with_attempts(policy, env_id: str, level: int, seeds: list[int], attempts: int, batch_envs: int,
@@ -314,7 +316,8 @@ def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, 
                    rollout_seeds: list[int], source: str, round_: int, domain: int, stride: int,
                    batch_envs: int, out: str, attempts: int = 1, search_k: int = 1,
                    search_lookahead: int = 0, teacher_dir: str | None = None, search_eta: float = 1.0,
-                   search_proposers: str = "specialist", search_rollout: str = "specialist") -> dict:
+                   search_proposers: str = "specialist", search_rollout: str = "specialist",
+                   search_shaping: float = 0.0) -> dict:
     """Executor job: unlabeled conditions of one domain and round -> ``out`` (.npz); returns counts.
 
     ``attempts > 1`` (specialist rollouts only) replays failed seeds with fresh noise, ``search_k > 1``
@@ -329,7 +332,7 @@ def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, 
     if search_k > 1 and source == "dagger":
         return _searched_dagger_job(env_id, level, make_kwargs, policy_dir, teacher_dir, rollout_seeds, round_,
                                     domain, batch_envs, out, search_k, search_lookahead, search_eta,
-                                    search_proposers, search_rollout)
+                                    search_proposers, search_rollout, search_shaping)
     if search_k > 1 and source != "specialist":
         raise ValueError("conditions_job: search_k > 1 applies to specialist or DAgger rollouts, received "
                          f"source {source!r}")
@@ -365,7 +368,8 @@ def conditions_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, 
 def _searched_dagger_job(env_id: str, level: int, make_kwargs: dict, policy_dir: str, teacher_dir: str | None,
                          rollout_seeds: list[int], round_: int, domain: int, batch_envs: int, out: str,
                          search_k: int, search_lookahead: int, search_eta: float = 1.0,
-                         search_proposers: str = "specialist", search_rollout: str = "specialist") -> dict:
+                         search_proposers: str = "specialist", search_rollout: str = "specialist",
+                         search_shaping: float = 0.0) -> dict:
     """The generalist in ``policy_dir`` acts; the specialist in ``teacher_dir`` labels its replanning states
     (with ``search_proposers`` / ``search_rollout``, see ``DaggerSpec``, the generalist helps the search)."""
     from simdiff.pipelines.evaluate import run_episodes
@@ -388,7 +392,7 @@ def _searched_dagger_job(env_id: str, level: int, make_kwargs: dict, policy_dir:
         labeler = SearchLabeler(student.batch_policy(), search_policy(
             teacher, env_id, search_k, search_lookahead, search_eta,
             co_proposer=student if search_proposers == "specialist+generalist" else None,
-            rollout=student if search_rollout == "generalist" else None))
+            rollout=student if search_rollout == "generalist" else None, shaping=search_shaping))
     recs = run_episodes(labeler, env_id, level, list(rollout_seeds), batch_size=batch_envs, env_kwargs=make_kwargs,
                         record_actions=True)
     cs, utility = searched_conditions(recs, labeler, student.horizons[0], domain, round_)
@@ -400,6 +404,7 @@ def _searched_dagger_job(env_id: str, level: int, make_kwargs: dict, policy_dir:
                       "mean_length": float(np.mean(lengths)), "conditions": len(cs), "search_k": search_k,
                       "search_lookahead": search_lookahead, "search_eta": search_eta,
                       "search_proposers": search_proposers, "search_rollout": search_rollout,
+                      "search_shaping": search_shaping,
                       "labels": "expert (diagnostic)" if teacher_dir == "expert" else "searched"}}
 
 

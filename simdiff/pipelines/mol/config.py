@@ -180,6 +180,9 @@ class DaggerSpec:
     # Who continues each candidate for the lookahead chunks, i.e. whose value the search estimates: "specialist",
     # or "generalist" (the round-(r-1) generalist, the policy the label will be distilled into).
     search_rollout: str = "specialist"
+    # Task shaping of the search (Push-v0): weight of the pusher's relative approach to its staging point behind
+    # the box, added to a failed candidate's utility (policies.critic.outcomes.shaped_utility). 0 = pure outcome.
+    search_shaping: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("dagger.rounds", self.rounds, 0, 10)
@@ -203,9 +206,11 @@ class DaggerSpec:
         if self.search_rollout not in ("specialist", "generalist"):
             raise ValueError(f"dagger.search_rollout: expected 'specialist' or 'generalist', received "
                              f"{self.search_rollout!r}")
-        if (self.search_proposers, self.search_rollout) != ("specialist", "specialist") and (
+        check_range("dagger.search_shaping", self.search_shaping, 0.0, 1.0)
+        if (self.search_proposers, self.search_rollout, self.search_shaping) != ("specialist", "specialist", 0.0) and (
                 self.search_k < 2 or self.teacher != "specialist"):
-            raise ValueError("dagger.search_proposers / dagger.search_rollout shape the specialists' searched labels: "
+            raise ValueError("dagger.search_proposers / search_rollout / search_shaping shape the specialists' searched "
+                             "labels: "
                              f"they need dagger.search_k >= 2 and teacher 'specialist', received "
                              f"search_k={self.search_k}, teacher={self.teacher!r}")
         if self.pseudo_rounds not in ("all", "latest"):
@@ -382,6 +387,8 @@ def config_fingerprint(cfg: MolConfig) -> str:
     for key in ("search_proposers", "search_rollout"):
         if dag.get(key) == "specialist":  # likewise
             dag.pop(key)
+    if dag.get("search_shaping") == 0.0:  # likewise
+        dag.pop("search_shaping")
     blob = json.dumps(d, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

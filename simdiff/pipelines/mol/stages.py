@@ -428,8 +428,8 @@ def _stage_conditions(ctx: RunContext, r: int) -> dict:
                      "source": source, "round_": r, "domain": d, "stride": c.stride, "batch_envs": c.batch_envs,
                      "out": str(path), "attempts": attempts, "search_k": search[0],
                      "search_lookahead": search[1], "search_eta": search[2]}
-                    | ({"search_proposers": cfg.dagger.search_proposers, "search_rollout": cfg.dagger.search_rollout}
-                       if r else {}))
+                    | ({"search_proposers": cfg.dagger.search_proposers, "search_rollout": cfg.dagger.search_rollout,
+                        "search_shaping": cfg.dagger.search_shaping} if r else {}))
     if jobs:
         results = adapters.run_jobs(adapters.conditions_job, jobs, ctx.executor,
                                     names=[f"conditions_r{r}_domain_{j['domain']}" for j in jobs],
@@ -685,7 +685,8 @@ def _labels_summary(cfg: MolConfig) -> str:
                    else f"{g.search_k} specialist + {g.search_k} generalist candidates:")
             how = (f"searched labels: {who} best of {g.search_k * (1 + (g.search_proposers != 'specialist'))}, "
                    f"lookahead {g.search_lookahead} by the {g.search_rollout}, eta "
-                   f"{g.search_eta:g}, at the generalist's replanning states"
+                   f"{g.search_eta:g}" + (f", staging shaping {g.search_shaping:g}" if g.search_shaping else "")
+                   + ", at the generalist's replanning states"
                    + ("" if g.min_label_utility is None else f", kept if verified utility >= {g.min_label_utility:g}"))
         else:
             how = "one fresh specialist sample per state"

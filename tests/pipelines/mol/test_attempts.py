@@ -172,10 +172,12 @@ def test_dagger_search_helpers_config_checks_and_fingerprint():
                 {"dagger": {"search_k": 4, "search_rollout": "expert"}},
                 {"dagger": {"search_proposers": "specialist+generalist"}},  # needs a search (search_k >= 2)
                 {"dagger": {"search_rollout": "generalist"}},
-                {"dagger": {"search_k": 4, "teacher": "expert", "search_rollout": "generalist"}}):
+                {"dagger": {"search_k": 4, "teacher": "expert", "search_rollout": "generalist"}},
+                {"dagger": {"search_k": 4, "search_shaping": 1.5}}, {"dagger": {"search_shaping": 0.5}}):
         with pytest.raises(ConfigError):
             load_config(MolConfig, bad)
-    for over in ({"search_proposers": "specialist"}, {"search_rollout": "specialist"}):
+    for over in ({"search_proposers": "specialist"}, {"search_rollout": "specialist"}, {"search_shaping": 0.0}):
         assert with_overrides(searched, dagger=over).fingerprint() == searched.fingerprint(), over
-    for over in ({"search_proposers": "specialist+generalist"}, {"search_rollout": "generalist"}):
+    for over in ({"search_proposers": "specialist+generalist"}, {"search_rollout": "generalist"},
+                 {"search_shaping": 0.5}):
         assert with_overrides(searched, dagger=over).fingerprint() != searched.fingerprint(), over

@@ -204,8 +204,8 @@ def test_searched_dagger_labels_the_generalists_own_states(tiny_run, tmp_path):
 
 
 def test_searched_dagger_with_the_generalist_helping_the_search(tiny_run, tmp_path):
-    """dagger.search_proposers / search_rollout: the generalist's own candidates compete and it continues the
-    lookahead; the labeled states are still exactly the generalist's rollout states."""
+    """dagger.search_proposers / search_rollout / search_shaping: the generalist's own candidates compete, it
+    continues the lookahead, failures are shaped; the labeled states are still the generalist's rollout states."""
     import numpy as np
 
     from simdiff.pipelines.evaluate import run_episodes
@@ -216,8 +216,10 @@ def test_searched_dagger_with_the_generalist_helping_the_search(tiny_run, tmp_pa
     seeds, kw, out = [6000, 6001], {"max_episode_steps": 20}, tmp_path / "helped.npz"
     stats = adapters.conditions_job("simdiff/Push-v0", 2, kw, str(gen), [], seeds, "dagger", 1, 2, 1, 2, str(out),
                                     search_k=2, search_lookahead=1, teacher_dir=str(spec),
-                                    search_proposers="specialist+generalist", search_rollout="generalist")["stats"]
-    assert (stats["search_proposers"], stats["search_rollout"]) == ("specialist+generalist", "generalist")
+                                    search_proposers="specialist+generalist", search_rollout="generalist",
+                                    search_shaping=0.5)["stats"]
+    assert (stats["search_proposers"], stats["search_rollout"], stats["search_shaping"]) == (
+        "specialist+generalist", "generalist", 0.5)
     cs = ConditionSet.load(out)
     plain = run_episodes(adapters.load_policy(gen).batch_policy(), "simdiff/Push-v0", 2, seeds, batch_size=2,
                          env_kwargs=kw, record_actions=True)

@@ -162,7 +162,7 @@ def test_oracle_co_proposer_candidates_compete_and_rollout_policy_continues(tiny
     def fake(envs, snaps, actions, hist, den, lookahead=0, seeds=None):
         seen.append((actions.shape[0], den, lookahead))
         # the co-proposer's candidates (recognised by their actions) end closest to the goal
-        return [{"success_step": None, "d_end": 0.0 if a.mean() > shift / 2 else 1.0} for a in actions]
+        return [{"success_step": None, "d_end": 0.0 if a.mean() > shift / 2 else 1.0, "s_end": 0.0} for a in actions]
 
     monkeypatch.setattr(O, "run_candidates", fake)
     pol = O.OracleBatchPolicy(base, k=3, lookahead=2, co_proposer=co, rollout=roll)
@@ -187,3 +187,31 @@ def test_oracle_rejects_a_co_proposer_with_other_horizons(tiny_policy):
         OracleBatchPolicy(base, co_proposer=other)
     with pytest.raises(ValueError, match="rollout must share"):
         OracleBatchPolicy(base, rollout=other)
+
+
+def test_shaped_utility_only_reorders_failures():
+    from policies.critic.outcomes import shaped_utility
+
+    assert shaped_utility(0.3, 0.1, 0.02, 0.0) == 0.3                      # weight 0: the plain utility
+    assert shaped_utility(1.5, 0.1, 0.5, 0.5) == 1.5                       # successes untouched
+    closer, away = shaped_utility(0.0, 0.1, 0.05, 0.5), shaped_utility(0.0, 0.1, 0.2, 0.5)
+    assert closer == pytest.approx(0.25) and away == pytest.approx(-0.5)   # relative approach, clipped to [-1, 1]
+    assert shaped_utility(0.9, 0.1, 0.0, 0.5) < 1.0 <= chunk_utility(20, 0.1, 0.0, 20)  # never above a success
+
+
+def test_staging_distance_is_zero_behind_the_box():
+    from envs import make
+    from envs.push import PUSHER_RADIUS
+    from policies.critic.sim_state import staging_distance
+
+    env = make(ENV, level=3)
+    env.reset(seed=11)
+    base = env.unwrapped
+    b, g = base.box_pos, base.goal
+    u = (g - b) / np.hypot(*(g - b))
+    stage = b - u * (base.domain.box_size + PUSHER_RADIUS + 0.01)
+    assert staging_distance(env) == pytest.approx(float(np.hypot(*(base.pusher_pos - stage))))
+    state = base.get_state()
+    state[[4, 5]] = stage  # qpos: box x, y, z, yaw, then the pusher's x, y slides
+    base.set_state(state)
+    assert np.allclose(base.pusher_pos, stage) and staging_distance(env) < 1e-9
