@@ -171,7 +171,8 @@ class DaggerSpec:
     # the simulator) reaches this utility: > 1 = success within the horizon, else the fraction of the box-goal
     # distance closed (policies.critic.preferences.chunk_utility). None keeps every label.
     min_label_utility: float | None = None
-    # Which rounds' pseudo-labels a round-r generalist trains on: "all" (0..r) or "latest" (r only).
+    # Which rounds' pseudo-labels a round-r generalist trains on: "all" (0..r), "latest" (r only) or "dagger"
+    # (the DAgger rounds 1..r, without round 0's specialist rollouts).
     pseudo_rounds: str = "all"
     # Who proposes the searched candidates: "specialist" (k chunks) or "specialist+generalist" (k from each; the
     # round-(r-1) generalist's own samples compete with the specialist's, so the search can also keep a better
@@ -213,8 +214,9 @@ class DaggerSpec:
                              "labels: "
                              f"they need dagger.search_k >= 2 and teacher 'specialist', received "
                              f"search_k={self.search_k}, teacher={self.teacher!r}")
-        if self.pseudo_rounds not in ("all", "latest"):
-            raise ValueError(f"dagger.pseudo_rounds: expected 'all' or 'latest', received {self.pseudo_rounds!r}")
+        if self.pseudo_rounds not in ("all", "latest", "dagger"):
+            raise ValueError("dagger.pseudo_rounds: expected 'all', 'latest' or 'dagger', received "
+                             f"{self.pseudo_rounds!r}")
         check_range("dagger.rollouts_per_domain", self.rollouts_per_domain, 1, ROUND_SEED_BLOCK)
         check_range("dagger.intermediate_steps_fraction", self.intermediate_steps_fraction, 0.0, 1.0,
                     lo_open=True)

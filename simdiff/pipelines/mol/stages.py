@@ -232,7 +232,7 @@ def build_stages(cfg: MolConfig) -> list[Stage]:
                   (f"pseudo/round_{r}",)),
             Stage(f"generalist_r{r}", _bind(_stage_generalist, r),
                   f"'{cfg.generalist.size}' generalist on paired + pseudo rounds "
-                  f"{r if cfg.dagger.pseudo_rounds == 'latest' else f'0..{r}'}"
+                  f"{', '.join(map(str, pseudo_rounds(cfg, r)))}"
                   + (" (+ labeled-only baseline)" if r == 0 else ""), gens),
         ]
     st += [Stage("evaluate", _stage_evaluate, f"on-policy at {[str(x) for x in cfg.env.eval_levels]}, "
@@ -520,6 +520,15 @@ def _utility_filter(cfg: MolConfig, cs, path: Path):
 
 
 # -- stage 5: generalists --------------------------------------------------------------------------------------------
+def pseudo_rounds(cfg: MolConfig, r: int) -> list[int]:
+    """The rounds whose pseudo-labels the round-``r`` generalist trains on (``dagger.pseudo_rounds``): "all" =
+    0..r, "latest" = r, "dagger" = the DAgger rounds 1..r (round 0 for the round-0 generalist)."""
+    mode = cfg.dagger.pseudo_rounds
+    if mode == "latest" or r == 0:
+        return [r] if mode == "latest" else list(range(r + 1))
+    return list(range(r + 1)) if mode == "all" else list(range(1, r + 1))
+
+
 def _stage_generalist(ctx: RunContext, r: int) -> dict:
     from simdiff.config import to_dict
 
@@ -528,7 +537,7 @@ def _stage_generalist(ctx: RunContext, r: int) -> dict:
     steps = cfg.generalist.steps if final else max(1, round(cfg.generalist.steps *
                                                              cfg.dagger.intermediate_steps_fraction))
     demos = [str(demo_path(ctx.root, d)) for d in cfg.env.domains]
-    rounds = [r] if cfg.dagger.pseudo_rounds == "latest" else list(range(r + 1))
+    rounds = pseudo_rounds(cfg, r)
     pseudo = [str(pseudo_path(ctx.root, q, d)) for q in rounds for d in cfg.env.domains]
     base = {"spec": to_dict(cfg.generalist), "env_id": cfg.env.id, "demos": demos,
             "threads": ctx.executor.threads_per_job}
@@ -692,7 +701,8 @@ def _labels_summary(cfg: MolConfig) -> str:
             how = "one fresh specialist sample per state"
         parts.append(f"{g.rounds} DAgger round(s) of {g.rollouts_per_domain} generalist rollouts per domain ({how}); "
                      f"the final generalist trains on pseudo-labels of "
-                     + ("the last round only" if g.pseudo_rounds == "latest" else "every round"))
+                     + {"latest": "the last round only", "dagger": "every DAgger round",
+                        "all": "every round"}[g.pseudo_rounds])
     if p.finetune_fraction:
         parts.append(f"last {p.finetune_fraction:.0%} of generalist steps on paired demos only")
     return "; ".join(parts)

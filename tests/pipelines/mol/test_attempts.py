@@ -181,3 +181,12 @@ def test_dagger_search_helpers_config_checks_and_fingerprint():
     for over in ({"search_proposers": "specialist+generalist"}, {"search_rollout": "generalist"},
                  {"search_shaping": 0.5}):
         assert with_overrides(searched, dagger=over).fingerprint() != searched.fingerprint(), over
+
+
+@pytest.mark.parametrize("mode, expected", [("all", [[0], [0, 1], [0, 1, 2]]), ("latest", [[0], [1], [2]]),
+                                            ("dagger", [[0], [1], [1, 2]])])
+def test_pseudo_rounds_of_each_generalist(mode, expected):
+    from simdiff.pipelines.mol.stages import pseudo_rounds
+
+    cfg = with_overrides(MolConfig(), dagger={"rounds": 2, "pseudo_rounds": mode})
+    assert [pseudo_rounds(cfg, r) for r in range(3)] == expected
