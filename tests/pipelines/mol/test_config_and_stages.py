@@ -20,14 +20,16 @@ from simdiff.pipelines.mol.stages import (
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "mol"
 
 
-@pytest.mark.parametrize("name", ["tiny", "quickstart", "push", "lift", "sweep_push"])
+@pytest.mark.parametrize("name", ["tiny", "quickstart", "push", "push_dagger", "lift", "sweep_push"])
 def test_shipped_configs_load(name):
     cfg = load_config(MolConfig, CONFIGS / f"{name}.yaml")
     assert cfg.demos.per_domain >= 1 and cfg.evaluation.episodes >= 1
-    if name in ("push", "lift"):
+    if name in ("push", "push_dagger", "lift"):
         assert cfg.evaluation.episodes >= 100
-    if name == "push":
+    if name in ("push", "push_dagger"):
         assert cfg.demos.per_domain <= 20
+    if name == "push_dagger":  # no expert acts in its DAgger round
+        assert cfg.dagger.teacher == "specialist" and cfg.dagger.rounds >= 1
 
 
 def test_unknown_key_and_bad_values_are_clear_errors():
