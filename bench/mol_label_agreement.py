@@ -75,7 +75,8 @@ def relabel(searched: Path, expert: Path, domain: int, k: int, lookahead: int, e
     sl = slice(n_obs - 1, n_obs - 1 + n_act)
     cos = executed_cosine(s.executed[:, sl], e.executed[idx, sl])
     fail = ~s.episode_success
-    return {"k": k, "lookahead": lookahead, "proposers": proposers, "rollout": rollout, "shaping": shaping, "level": domain, "episodes": len(seeds), "labels": len(s),
+    return {"k": k, "lookahead": lookahead, "proposers": proposers, "rollout": rollout, "shaping": shaping,
+            "level": domain, "episodes": len(seeds), "labels": len(s),
             "seconds": round(time.perf_counter() - t0), "cos_all": round(float(cos.mean()), 3),
             "cos_failed_episodes": round(float(cos[fail].mean()), 3),
             "share_utility_ge_0.6_failed_episodes": round(float((u[fail] >= 0.6).mean()), 3)}

@@ -149,18 +149,17 @@ class OracleBatchPolicy(ChunkedBatchPolicy):
 
         d = self.den
         # Candidates of one state are contiguous: k from each proposer, in order.
-        acts_p, full_p = [], []
+        full_p = []
         for p in self.proposers:
             cond = p.condition(p.obs_features(self._hist[need]))
             gens = [self._gens[s] for s in need.tolist() for _ in range(self.k)]
             x0 = sample_chunks(p, cond.repeat_interleave(self.k, 0), self.eta, gens)
             p.counter.chunks += need.size
-            for dst, full in ((acts_p, False), (full_p, True)):
-                a = p.to_actions(x0, full=full).to(torch.float32).numpy()
-                dst.append(a.reshape(need.size, self.k, -1, d.action_dim))
+            full_p.append(p.to_actions(x0, full=True).to(torch.float32).numpy().reshape(need.size, self.k,
+                                                                                       -1, d.action_dim))
         k = self.k * len(self.proposers)
-        acts = np.concatenate(acts_p, axis=1).reshape(need.size * k, -1, d.action_dim)
         full = np.concatenate(full_p, axis=1).reshape(need.size * k, -1, d.action_dim)
+        acts = full[:, d.obs_horizon - 1:d.obs_horizon - 1 + d.action_horizon]  # what the world executes
         rows = need.size * k
         if len(self._spares) < rows:
             self._spares += spare_envs(self.env_id, rows - len(self._spares))

@@ -210,9 +210,8 @@ class DaggerSpec:
         check_range("dagger.search_shaping", self.search_shaping, 0.0, 1.0)
         if (self.search_proposers, self.search_rollout, self.search_shaping) != ("specialist", "specialist", 0.0) and (
                 self.search_k < 2 or self.teacher != "specialist"):
-            raise ValueError("dagger.search_proposers / search_rollout / search_shaping shape the specialists' searched "
-                             "labels: "
-                             f"they need dagger.search_k >= 2 and teacher 'specialist', received "
+            raise ValueError("dagger.search_proposers / search_rollout / search_shaping shape the specialists' "
+                             "searched labels: they need dagger.search_k >= 2 and teacher 'specialist', received "
                              f"search_k={self.search_k}, teacher={self.teacher!r}")
         if self.pseudo_rounds not in ("all", "latest", "dagger"):
             raise ValueError("dagger.pseudo_rounds: expected 'all', 'latest' or 'dagger', received "

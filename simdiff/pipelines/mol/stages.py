@@ -524,9 +524,9 @@ def pseudo_rounds(cfg: MolConfig, r: int) -> list[int]:
     """The rounds whose pseudo-labels the round-``r`` generalist trains on (``dagger.pseudo_rounds``): "all" =
     0..r, "latest" = r, "dagger" = the DAgger rounds 1..r (round 0 for the round-0 generalist)."""
     mode = cfg.dagger.pseudo_rounds
-    if mode == "latest" or r == 0:
-        return [r] if mode == "latest" else list(range(r + 1))
-    return list(range(r + 1)) if mode == "all" else list(range(1, r + 1))
+    if mode == "latest":
+        return [r]
+    return list(range(1 if mode == "dagger" and r else 0, r + 1))
 
 
 def _stage_generalist(ctx: RunContext, r: int) -> dict:
