@@ -184,9 +184,19 @@ class DaggerSpec:
     # Task shaping of the search (Push-v0): weight of the pusher's relative approach to its staging point behind
     # the box, added to a failed candidate's utility (policies.critic.outcomes.shaped_utility). 0 = pure outcome.
     search_shaping: float = 0.0
+    # The domains whose DAgger rounds run (None = every domain). A domain the labeled-only generalist already
+    # masters gains little from labels at its own states and can lose precision to them, so it may be left out:
+    # its data is then the paired demos (and round 0's labels unless pseudo_rounds drops them).
+    domains: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         check_range("dagger.rounds", self.rounds, 0, 10)
+        if self.domains is not None:
+            if not isinstance(self.domains, (list, tuple)) or not self.domains or len(set(self.domains)) != len(
+                    self.domains):
+                raise ValueError(f"dagger.domains: expected null or a non-empty list of distinct domains, received "
+                                 f"{self.domains!r}")
+            object.__setattr__(self, "domains", tuple(self.domains))
         check_range("dagger.search_k", self.search_k, 1, 32)
         check_range("dagger.search_lookahead", self.search_lookahead, 0, 8)
         check_range("dagger.search_eta", self.search_eta, 0.0, 1.0)
@@ -331,6 +341,9 @@ class MolConfig:
     def __post_init__(self) -> None:
         check_range("seed", self.seed, 0, 99)
         _check_disjoint_seeds(self)
+        if self.dagger.domains is not None and not set(self.dagger.domains) <= set(self.env.domains):
+            raise ValueError(f"dagger.domains: expected a subset of env.domains {list(self.env.domains)}, received "
+                             f"{list(self.dagger.domains)}")
         for key, k in (("conditions.search_k", self.conditions.search_k), ("dagger.search_k", self.dagger.search_k)):
             if k > 1 and self.env.id not in SEARCHABLE_ENVS:
                 raise ValueError(f"{key} > 1 replays chunks from simulator snapshots, which "
@@ -345,6 +358,12 @@ class MolConfig:
         # Each round gets its own quarter-stride block: resets, then rollouts.
         base = self.conditions.seed + self.seed * REPLICATE_SEED_STRIDE + domain * DOMAIN_SEED_STRIDE
         return base + round_ * ROUND_SEED_BLOCK
+
+    def round_domains(self, round_: int) -> list[int]:
+        """The domains that collect conditions and pseudo-labels in ``round_`` (DAgger rounds: ``dagger.domains``)."""
+        if round_ == 0 or self.dagger.domains is None:
+            return list(self.env.domains)
+        return [d for d in self.env.domains if d in self.dagger.domains]
 
     def eval_seed(self) -> int:
         return self.evaluation.seed
@@ -390,6 +409,8 @@ def config_fingerprint(cfg: MolConfig) -> str:
             dag.pop(key)
     if dag.get("search_shaping") == 0.0:  # likewise
         dag.pop("search_shaping")
+    if "domains" in dag and dag["domains"] is None:  # likewise
+        dag.pop("domains")
     blob = json.dumps(d, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -222,7 +222,8 @@ def build_stages(cfg: MolConfig) -> list[Stage]:
               ("specialists", "jobs/specialists.json")),
     ]
     for r in round_names(cfg):
-        src = "resets + specialist rollouts" if r == 0 else f"rollouts of generalist round {r - 1} (DAgger)"
+        src = "resets + specialist rollouts" if r == 0 else f"rollouts of generalist round {r - 1} (DAgger)" + (
+            "" if cfg.dagger.domains is None else f" on domains {cfg.round_domains(r)}")
         gens = (f"generalists/distilled_r{r}", f"jobs/generalist_r{r}.json") + (
             ("generalists/labeled_only",) if r == 0 else ())
         st += [
@@ -407,7 +408,7 @@ def _stage_conditions(ctx: RunContext, r: int) -> dict:
 
     cfg, c = ctx.cfg, ctx.cfg.conditions
     jobs = []
-    for d in cfg.env.domains:
+    for d in cfg.round_domains(r):
         path = conditions_path(ctx.root, r, d)
         if path.with_suffix(".json").is_file() and path.is_file():
             continue
@@ -440,7 +441,7 @@ def _stage_conditions(ctx: RunContext, r: int) -> dict:
                 write_json(Path(job["out"]).with_suffix(".json"), res.value["stats"])
         _raise_failed(results, f"conditions_r{r}", ctx)
     out = {}
-    for d in cfg.env.domains:
+    for d in cfg.round_domains(r):
         st = read_json(conditions_path(ctx.root, r, d).with_suffix(".json"))
         out[f"domain_{d}"] = st
         tries = (f"; {st['rollout_episodes']} episodes over {st['attempts']} tries, seeds solved "
@@ -480,7 +481,7 @@ def _stage_pseudo(ctx: RunContext, r: int) -> dict:
 
     cfg, p = ctx.cfg, ctx.cfg.pseudo
     out = {}
-    for d in cfg.env.domains:
+    for d in cfg.round_domains(r):
         path = pseudo_path(ctx.root, r, d)
         info = path.with_suffix(".json")
         if not (info.is_file() and path.is_file()):
@@ -538,7 +539,7 @@ def _stage_generalist(ctx: RunContext, r: int) -> dict:
                                                              cfg.dagger.intermediate_steps_fraction))
     demos = [str(demo_path(ctx.root, d)) for d in cfg.env.domains]
     rounds = pseudo_rounds(cfg, r)
-    pseudo = [str(pseudo_path(ctx.root, q, d)) for q in rounds for d in cfg.env.domains]
+    pseudo = [str(pseudo_path(ctx.root, q, d)) for q in rounds for d in cfg.round_domains(q)]
     base = {"spec": to_dict(cfg.generalist), "env_id": cfg.env.id, "demos": demos,
             "threads": ctx.executor.threads_per_job}
     # One seed for both generalists (the same initial weights): they differ only in their data.
@@ -699,7 +700,8 @@ def _labels_summary(cfg: MolConfig) -> str:
                    + ("" if g.min_label_utility is None else f", kept if verified utility >= {g.min_label_utility:g}"))
         else:
             how = "one fresh specialist sample per state"
-        parts.append(f"{g.rounds} DAgger round(s) of {g.rollouts_per_domain} generalist rollouts per domain ({how}); "
+        on = "" if g.domains is None else f" on domains {list(cfg.round_domains(1))}"
+        parts.append(f"{g.rounds} DAgger round(s) of {g.rollouts_per_domain} generalist rollouts per domain{on} ({how}); "
                      f"the final generalist trains on pseudo-labels of "
                      + {"latest": "the last round only", "dagger": "every DAgger round",
                         "all": "every round"}[g.pseudo_rounds])

@@ -190,3 +190,17 @@ def test_pseudo_rounds_of_each_generalist(mode, expected):
 
     cfg = with_overrides(MolConfig(), dagger={"rounds": 2, "pseudo_rounds": mode})
     assert [pseudo_rounds(cfg, r) for r in range(3)] == expected
+
+
+def test_dagger_domains_config_checks_fingerprint_and_round_domains():
+    cfg = with_overrides(MolConfig(), dagger={"rounds": 2})
+    for bad in ({"dagger": {"domains": []}}, {"dagger": {"domains": [1, 1]}}, {"dagger": {"domains": [7]}},
+                {"dagger": {"domains": 3}}):
+        with pytest.raises(ConfigError, match="dagger.domains"):
+            load_config(MolConfig, bad)
+    assert with_overrides(cfg, dagger={"domains": None}).fingerprint() == cfg.fingerprint()
+    some = with_overrides(cfg, dagger={"domains": [3, 1]})
+    assert some.fingerprint() != cfg.fingerprint()
+    assert cfg.round_domains(1) == [0, 1, 2, 3]
+    # round 0 always covers every domain; DAgger rounds follow env.domains' order
+    assert (some.round_domains(0), some.round_domains(1), some.round_domains(2)) == ([0, 1, 2, 3], [1, 3], [1, 3])

@@ -228,6 +228,21 @@ def test_searched_dagger_with_the_generalist_helping_the_search(tiny_run, tmp_pa
         np.testing.assert_allclose(mine.obs[:, -1], np.asarray(rec["observations"], np.float32)[mine.t], atol=1e-6)
 
 
+def test_dagger_domains_restrict_the_dagger_rounds(tmp_path):
+    """dagger.domains: round 0 covers every domain; DAgger rounds collect and label only the listed ones, and the
+    final generalist trains on exactly those labels."""
+    cfg = tiny(dagger={"domains": [3], "pseudo_rounds": "dagger"}, evaluation={"episodes": 1})
+    root = tmp_path / "run"
+    run_pipeline(cfg, root, quiet=True)
+    assert sorted(p.name for p in (root / "conditions" / "round_0").glob("*.npz")) == [
+        f"domain_{d}.npz" for d in range(4)]
+    for what in ("conditions", "pseudo"):
+        assert sorted(p.name for p in (root / what / "round_1").glob("*.npz")) == ["domain_3.npz"]
+    job = json.loads((root / "generalists" / "distilled_r1" / "job.json").read_text())
+    assert job["pseudo_labels"] == json.loads((root / "pseudo" / "round_1" / "domain_3.json").read_text())["labeled"]
+    assert "on domains [3]" in (root / "report.md").read_text()
+
+
 def test_searched_dagger_rejects_a_world_without_snapshots():
     with pytest.raises(ValueError, match="dagger.search_k"):
         with_overrides(tiny(), env={"id": "simdiff/Lift-v0"}, dagger={"search_k": 4})
