@@ -39,6 +39,17 @@ def test_pooled_cell_is_the_average_for_equal_episodes():
     assert c["success"] == pytest.approx(0.75) and c["episodes"] == 40
 
 
+def test_headline_checks_the_targets_exactly_at_the_boundary():
+    # The cells of a measured run (200 episodes each): 275/800 vs. 235/800 successes is a gap of exactly 10
+    # points, which float arithmetic computes as 9.999...
+    base = {"specialists": [174, 58, 44, 27, 1], "generalist_labeled_only": [198, 136, 89, 47, 3],
+            "generalist_distilled": [185, 156, 123, 86, 4], "expert": [200] * 5}
+    hl = headline({"methods": _methods(base, n=200)})
+    assert "+10.0 points (target >= +10: met)" in hl[0]
+    below = dict(base, generalist_distilled=[185, 156, 123, 85, 4])
+    assert "(target >= +10: not met)" in headline({"methods": _methods(below, n=200)})[0]
+
+
 def test_metrics_schema_round_trip(tmp_path):
     methods = _methods({"specialists": [45, 40, 35, 30, 10], "generalist_distilled": [44, 41, 36, 31, 12],
                         "generalist_labeled_only": [30, 25, 20, 15, 5], "expert": [50, 50, 50, 50, 40]})
