@@ -7,10 +7,9 @@ timings) goes to ``details.json`` so the metrics file stays one fixed, checkable
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import math
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +161,7 @@ def headline(metrics: Mapping) -> list[str]:
     lines = [
         f"distilled - labeled-only, average over levels 0-3: {float(gap):+.1f} points "
         f"(target >= +10: {'met' if gap >= 10 else 'not met'})",
-        f"distilled / specialists, average over levels 0-3: "
+        "distilled / specialists, average over levels 0-3: "
         + (f"{100 * float(ratio):.0f}% (target >= 90%: {'met' if ratio >= Fraction(9, 10) else 'not met'})"
            if ratio is not None else "n/a (the specialists never succeed)"),
     ]

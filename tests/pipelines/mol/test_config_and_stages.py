@@ -20,15 +20,16 @@ from simdiff.pipelines.mol.stages import (
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "mol"
 
 
-@pytest.mark.parametrize("name", ["tiny", "quickstart", "push", "push_dagger", "lift", "sweep_push"])
+@pytest.mark.parametrize("name", ["tiny", "quickstart", "push", "push_plain", "push_dagger", "push_dagger3", "lift",
+                                  "sweep_push"])
 def test_shipped_configs_load(name):
     cfg = load_config(MolConfig, CONFIGS / f"{name}.yaml")
     assert cfg.demos.per_domain >= 1 and cfg.evaluation.episodes >= 1
-    if name in ("push", "push_dagger", "lift"):
+    if name.startswith("push") or name == "lift":
         assert cfg.evaluation.episodes >= 100
-    if name in ("push", "push_dagger"):
+    if name.startswith("push"):
         assert cfg.demos.per_domain <= 20
-    if name == "push_dagger":  # no expert acts in its DAgger round
+    if name in ("push", "push_dagger", "push_dagger3"):  # no expert acts in their DAgger rounds
         assert cfg.dagger.teacher == "specialist" and cfg.dagger.rounds >= 1
 
 
