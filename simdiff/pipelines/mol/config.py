@@ -184,9 +184,10 @@ class DaggerSpec:
     # Task shaping of the search (Push-v0): weight of the pusher's relative approach to its staging point behind
     # the box, added to a failed candidate's utility (policies.critic.outcomes.shaped_utility). 0 = pure outcome.
     search_shaping: float = 0.0
-    # The domains whose DAgger rounds run (None = every domain). A domain the labeled-only generalist already
-    # masters gains little from labels at its own states and can lose precision to them, so it may be left out:
-    # its data is then the paired demos (and round 0's labels unless pseudo_rounds drops them).
+    # The domains whose DAgger rounds run (None = every domain). A left-out domain's data is its paired demos (and
+    # round 0's labels unless pseudo_rounds drops them). On Push-v0, leaving out level 0, which the labeled-only
+    # generalist already solves, did not restore the distilled generalist's level-0 success but raised level 3
+    # (bench/reports/mol_push_dagger_helped.md).
     domains: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:

@@ -700,7 +700,7 @@ def _labels_summary(cfg: MolConfig) -> str:
                    + ("" if g.min_label_utility is None else f", kept if verified utility >= {g.min_label_utility:g}"))
         else:
             how = "one fresh specialist sample per state"
-        on = "" if g.domains is None else f" on domains {list(cfg.round_domains(1))}"
+        on = "" if g.domains is None else f" on domains {cfg.round_domains(1)}"
         parts.append(f"{g.rounds} DAgger round(s) of {g.rollouts_per_domain} generalist rollouts per domain{on} ({how}); "
                      f"the final generalist trains on pseudo-labels of "
                      + {"latest": "the last round only", "dagger": "every DAgger round",
