@@ -152,7 +152,11 @@ class GrpoConfig:
     kl_coef: float = 0.01         #: weight of KL(p_theta || p_ref) of the Gaussian steps
     eta: float = 1.0              #: DDIM eta of the trained stochastic sampler
     return_weight: float = 0.1    #: terminal reward = success + return_weight * episode return
-    adv_eps: float = 1e-6         #: std floor of the group normalisation
+    adv_eps: float = 1e-6         #: std floor of the advantage normalisation
+    #: advantage scale: "group" divides each group's centred scores by that group's std (GRPO); "batch" by
+    #: the std of all centred scores of the step (terminal: of the round), so a group whose candidates score
+    #: almost alike keeps small advantages instead of being blown up to +-1 (a weak critic's near-ties)
+    adv_norm: Literal["group", "batch"] = "group"
     min_train_std: float = 0.05   #: DDIM steps with a smaller std are not trained (ill-conditioned ratios)
     stepwise_max_t: int | None = None  #: step-wise GRPO branches only steps with t_prev <= this (None: all);
     #: above it a weak critic scores near-pure noise at chance, and its advantages would only add noise
@@ -179,6 +183,8 @@ class GrpoConfig:
         check_range("grpo.eta", self.eta, lo=0.0, lo_open=True)
         check_range("grpo.return_weight", self.return_weight, lo=0.0)
         check_range("grpo.adv_eps", self.adv_eps, lo=0.0, lo_open=True)
+        if self.adv_norm not in ("group", "batch"):
+            raise ValueError(f"grpo.adv_norm: expected 'group' or 'batch', received {self.adv_norm!r}")
         check_range("grpo.min_train_std", self.min_train_std, lo=0.0)
         if self.stepwise_max_t is not None:
             check_range("grpo.stepwise_max_t", self.stepwise_max_t, lo=0)

@@ -43,14 +43,20 @@ EvalFn = Callable[[Any], dict]
 
 
 # ------------------------------------------------------------------------------------------- pure math
-def group_advantages(scores: Tensor, eps: float = 1e-6) -> Tensor:
-    """``(G, k)`` group scores -> ``(s - mean) / (std + eps)`` per group (population std; a group whose scores
-    are all equal gets zero advantages)."""
+def group_advantages(scores: Tensor, eps: float = 1e-6, norm: str = "group") -> Tensor:
+    """``(G, k)`` group scores -> ``(s - mean_group) / (std + eps)`` (population std; a group whose scores are
+    all equal gets zero advantages). ``norm="group"``: each group's own std (GRPO); ``"batch"``: one std of
+    all centred scores, so groups keep their relative spread (a near-tie stays near zero)."""
     if scores.ndim != 2 or scores.shape[1] < 2:
         raise ValueError(f"scores: expected shape (G, k >= 2), received {tuple(scores.shape)}")
-    mean = scores.mean(dim=1, keepdim=True)
-    std = scores.std(dim=1, unbiased=False, keepdim=True)
-    return (scores - mean) / (std + eps)
+    centred = scores - scores.mean(dim=1, keepdim=True)
+    if norm == "group":
+        std = scores.std(dim=1, unbiased=False, keepdim=True)
+    elif norm == "batch":
+        std = centred.pow(2).mean().sqrt()
+    else:
+        raise ValueError(f"norm: expected 'group' or 'batch', received {norm!r}")
+    return centred / (std + eps)
 
 
 def ppo_clip_loss(logp_new: Tensor, logp_old: Tensor, adv: Tensor, clip_eps: float) -> Tensor:
@@ -216,13 +222,14 @@ def collect_rollouts(den: PolicyDenoiser, env_id: str, level: int | str, env_see
 
 # ------------------------------------------------------------------------------------ sample building
 def terminal_samples(ro: Rollouts, den: PolicyDenoiser, group_size: int, return_weight: float,
-                     adv_eps: float, eta: float = 1.0, min_train_std: float = 0.0) -> StepSamples:
+                     adv_eps: float, eta: float = 1.0, min_train_std: float = 0.0,
+                     adv_norm: str = "group") -> StepSamples:
     """Every trained stochastic step (std >= ``min_train_std``) of every chunk, with its episode's
     group-normalized terminal reward."""
     rewards = torch.as_tensor(terminal_rewards(ro.success, ro.returns, return_weight))
     if rewards.numel() % group_size:
         raise ValueError(f"episodes: expected a multiple of the group size {group_size}, received {rewards.numel()}")
-    adv_ep = group_advantages(rewards.view(-1, group_size), adv_eps).reshape(-1).to(ro.chain.dtype)
+    adv_ep = group_advantages(rewards.view(-1, group_size), adv_eps, adv_norm).reshape(-1).to(ro.chain.dtype)
     plan = den.plan()
     parts = []
     for s, (t, t_prev) in enumerate(plan):
@@ -236,7 +243,8 @@ def terminal_samples(ro: Rollouts, den: PolicyDenoiser, group_size: int, return_
 
 @torch.no_grad()
 def stepwise_samples(den: PolicyDenoiser, critic: Any, feat: Tensor, k: int, eta: float, adv_eps: float,
-                     generator: torch.Generator, min_train_std: float = 0.0, max_t: int | None = None) -> StepSamples:
+                     generator: torch.Generator, min_train_std: float = 0.0, max_t: int | None = None,
+                     adv_norm: str = "group") -> StepSamples:
     """Groups of ``k`` candidate steps from the same ``x_t`` for each state of ``feat (N, F)``, with
     critic-score advantages; the chain continues from a uniformly drawn candidate. Steps with std below
     ``min_train_std`` or ``t_prev > max_t`` are sampled without branching and give no samples."""
@@ -259,7 +267,7 @@ def stepwise_samples(den: PolicyDenoiser, critic: Any, feat: Tensor, k: int, eta
         mean_k, std_k = mean.repeat_interleave(k, 0), std.repeat_interleave(k, 0)
         cands = mean_k + std_k * torch.randn((n * k, *shape), generator=generator).to(den.dtype)
         scores = critic.score(cands, t_prev, ccond).view(n, k)
-        adv = group_advantages(scores, adv_eps).reshape(-1)
+        adv = group_advantages(scores, adv_eps, adv_norm).reshape(-1)
         logp = step_logprob(cands, mean_k, std_k)
         parts.append(StepSamples(feat_k, x.repeat_interleave(k, 0), torch.full((n * k,), t),
                                  torch.full((n * k,), t_prev), cands, logp, adv))
@@ -361,12 +369,13 @@ def _round_samples(mode: Mode, ro: Rollouts, den: PolicyDenoiser, critic: Any, c
     """The step samples of one round: every trained step of every chunk (terminal), or candidate groups
     from just enough visited states to fill the round's minibatches (step-wise)."""
     if mode == "terminal":
-        return terminal_samples(ro, den, cfg.k, cfg.return_weight, cfg.adv_eps, cfg.eta, cfg.min_train_std)
+        return terminal_samples(ro, den, cfg.k, cfg.return_weight, cfg.adv_eps, cfg.eta, cfg.min_train_std,
+                                cfg.adv_norm)
     per_state = cfg.k * trained_steps
     n_states = min(ro.feat.shape[0], max(1, math.ceil(cfg.updates_per_iter * cfg.minibatch / per_state)))
     pick = torch.randperm(ro.feat.shape[0], generator=gen)[:n_states]
     return stepwise_samples(den, critic, ro.feat[pick], cfg.k, cfg.eta, cfg.adv_eps, gen, cfg.min_train_std,
-                            cfg.stepwise_max_t)
+                            cfg.stepwise_max_t, cfg.adv_norm)
 
 
 def _evaluate(res: GrpoResult, eval_fn: EvalFn | None, update: int) -> None:

@@ -202,47 +202,76 @@ def _candidates(den: PolicyDenoiser, cfg: PrefsConfig, hist: np.ndarray, gens: l
     return torch.stack(cands, dim=1)
 
 
-def collect_preferences(den: PolicyDenoiser, cfg: PrefsConfig, show_progress: bool = True) -> PreferenceData:
-    """Roll out the base policy, branch candidates at every replanning point and record their outcomes."""
-    from envs import make
+def collect_preferences(den: PolicyDenoiser, cfg: PrefsConfig, show_progress: bool = True,
+                        workers: int = 1) -> PreferenceData:
+    """Roll out the base policy, branch candidates at every replanning point and record their outcomes.
 
-    To, Tp, Ta = den.obs_horizon, den.pred_horizon, den.action_horizon
-    n = cfg.policy_samples + cfg.perturbed
-    kw = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
+    Episodes run in blocks of ``batch_envs``; with ``workers > 1`` the blocks are executor jobs on a local
+    process pool. Every block draws its randomness from ``(seed, episode, step)`` alone and the blocks are
+    the same either way, so the data do not depend on ``workers``.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers: expected an int >= 1, received {workers!r}")
+    To, Ta = den.obs_horizon, den.action_horizon
     nb = min(cfg.batch_envs, cfg.episodes)
-    envs = [make(cfg.env, level=cfg.level, **kw) for _ in range(nb)]
-    spares = spare_envs(cfg.env, nb * n)
-    rec: dict[str, list] = {k: [] for k in ("obs", "chunks", "utility", "progress", "chunk_return", "success_step",
-                                            "episode", "step")}
+    blocks = [list(range(first, min(first + nb, cfg.episodes))) for first in range(0, cfg.episodes, nb)]
     t0 = time.perf_counter()
-    bar = progress(total=cfg.episodes, desc="preferences") if show_progress else None
-    try:
-        for first in range(0, cfg.episodes, nb):
-            ids = list(range(first, min(first + nb, cfg.episodes)))
-            _collect_block(den, cfg, envs[:len(ids)], spares, ids, rec, To, Ta, n)
+    if workers > 1 and len(blocks) > 1:
+        from simdiff.executors import raise_on_failure, run_jobs
+
+        jobs = [{"den": den, "cfg": cfg, "ids": ids} for ids in blocks]
+        results = raise_on_failure(run_jobs(collect_block_job, jobs, backend="local",
+                                            workers=min(workers, len(blocks)), desc="preference blocks"))
+        parts = [r.value for r in results]
+    else:
+        bar = progress(total=cfg.episodes, desc="preferences") if show_progress else None
+        parts = []
+        try:
+            for ids in blocks:
+                parts.append(collect_block_job(den, cfg, ids))
+                if bar is not None:
+                    bar.update(len(ids))
+        finally:
             if bar is not None:
-                bar.update(len(ids))
-    finally:
-        if bar is not None:
-            bar.close()
-        for e in envs + spares:
-            e.close()
+                bar.close()
+    rec = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    n = cfg.policy_samples + cfg.perturbed
     n_held = int(math.ceil(cfg.episodes * cfg.heldout_fraction)) if cfg.heldout_fraction > 0 else 0
-    episode = np.asarray(rec["episode"], dtype=np.int64)
+    episode = rec["episode"].astype(np.int64)
     source = np.array([0] * cfg.policy_samples + [1] * cfg.perturbed, dtype=np.int8)
     stds = np.array([0.0] * cfg.policy_samples
                     + [cfg.perturb_std[m % len(cfg.perturb_std)] for m in range(cfg.perturbed)], dtype=np.float32)
     data = PreferenceData(
-        obs=np.asarray(rec["obs"], dtype=np.float32).reshape(-1, To, den.obs_dim),
-        chunks=np.asarray(rec["chunks"], dtype=np.float32).reshape(-1, n, Tp, den.action_dim),
-        utility=np.asarray(rec["utility"], dtype=np.float32).reshape(-1, n),
-        progress=np.asarray(rec["progress"], dtype=np.float32).reshape(-1, n),
-        chunk_return=np.asarray(rec["chunk_return"], dtype=np.float32).reshape(-1, n),
-        success_step=np.asarray(rec["success_step"], dtype=np.int32).reshape(-1, n),
+        obs=rec["obs"].astype(np.float32).reshape(-1, To, den.obs_dim),
+        chunks=rec["chunks"].astype(np.float32).reshape(-1, n, den.pred_horizon, den.action_dim),
+        utility=rec["utility"].astype(np.float32).reshape(-1, n),
+        progress=rec["progress"].astype(np.float32).reshape(-1, n),
+        chunk_return=rec["chunk_return"].astype(np.float32).reshape(-1, n),
+        success_step=rec["success_step"].astype(np.int32).reshape(-1, n),
         source=source, perturb_std=stds, episode=episode,
-        step=np.asarray(rec["step"], dtype=np.int32), heldout=episode >= cfg.episodes - n_held)
+        step=rec["step"].astype(np.int32), heldout=episode >= cfg.episodes - n_held)
     data.meta = _summary(data, cfg, time.perf_counter() - t0, Ta)
+    data.meta["workers"] = workers
     return data
+
+
+def collect_block_job(den: PolicyDenoiser, cfg: PrefsConfig, ids: list[int]) -> dict[str, np.ndarray]:
+    """The records of episodes ``ids`` (one block, stepped together), as flat arrays in collection order.
+    Module-level so that it can run as an executor job."""
+    from envs import make
+
+    n = cfg.policy_samples + cfg.perturbed
+    kw = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
+    envs = [make(cfg.env, level=cfg.level, **kw) for _ in ids]
+    spares = spare_envs(cfg.env, len(ids) * n)
+    rec: dict[str, list] = {k: [] for k in ("obs", "chunks", "utility", "progress", "chunk_return", "success_step",
+                                            "episode", "step")}
+    try:
+        _collect_block(den, cfg, envs, spares, ids, rec, den.obs_horizon, den.action_horizon, n)
+    finally:
+        for e in envs + spares:
+            e.close()
+    return {k: np.asarray(v) for k, v in rec.items()}
 
 
 def _collect_block(den: PolicyDenoiser, cfg: PrefsConfig, envs: list, spares: list, ids: list[int], rec: dict,
@@ -303,4 +332,4 @@ def _summary(data: PreferenceData, cfg: PrefsConfig, wall: float, Ta: int) -> di
             "wall_time_s": wall}
 
 
-__all__ = ["RULE", "PreferenceData", "chunk_utility", "preference_pairs", "collect_preferences"]
+__all__ = ["RULE", "PreferenceData", "chunk_utility", "preference_pairs", "collect_preferences", "collect_block_job"]

@@ -49,8 +49,9 @@ def sample_timesteps(n: int, num_train_steps: int, kind: str, generator: torch.G
 def noisy_pair(x_win: Tensor, x_lose: Tensor, t: Tensor, schedule: G.GaussianSchedule,
                generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Both chunks of each pair noised to the SAME step ``t (B,)`` with INDEPENDENT noise."""
-    eps_w = torch.randn(x_win.shape, generator=generator).to(x_win.dtype)
-    eps_l = torch.randn(x_lose.shape, generator=generator).to(x_lose.dtype)
+    # drawn on the CPU generator, then moved: the same noise on every device
+    eps_w = torch.randn(x_win.shape, generator=generator).to(device=x_win.device, dtype=x_win.dtype)
+    eps_l = torch.randn(x_lose.shape, generator=generator).to(device=x_lose.device, dtype=x_lose.dtype)
     return G.corrupt(x_win, t, eps_w, schedule), G.corrupt(x_lose, t, eps_l, schedule)
 
 
@@ -106,9 +107,12 @@ class CriticTrainResult:
 
 
 def train_critic(critic: Critic, data: PreferenceData, cfg: CriticTrainConfig, margin: float,
-                 out_dir: str | os.PathLike, *, resume: bool = True, show_progress: bool = True) -> CriticTrainResult:
+                 out_dir: str | os.PathLike, *, resume: bool = True, show_progress: bool = True,
+                 device: str | None = None) -> CriticTrainResult:
     """Train ``critic.net`` with the Bradley-Terry loss on the training pairs of ``data``; export the EMA
-    weights to ``out_dir/critic`` with the held-out accuracy per timestep in its metrics."""
+    weights to ``out_dir/critic`` with the held-out accuracy per timestep in its metrics. ``device``
+    (``cuda``, ``cuda:N``; None/``cpu`` = the CPU) is where the network trains; the critic comes back on the
+    CPU, where the samplers run it."""
     from simdiff.training import train
 
     out_dir = Path(out_dir)
@@ -123,6 +127,7 @@ def train_critic(critic: Critic, data: PreferenceData, cfg: CriticTrainConfig, m
     def loss_fn(net: nn.Module, batch, gen: torch.Generator) -> Tensor:
         feat, x_win, x_lose = batch
         t = sample_timesteps(feat.shape[0], n_steps, cfg.timesteps, gen, cfg.logit_mean, cfg.logit_std)
+        t = t.to(feat.device)
         xw_t, xl_t = noisy_pair(x_win, x_lose, t, schedule, gen)
         s_w, s_l = pair_scores(net, xw_t, xl_t, t, net.condition(feat))
         return bradley_terry_loss(s_w, s_l)
@@ -131,10 +136,11 @@ def train_critic(critic: Critic, data: PreferenceData, cfg: CriticTrainConfig, m
     torch.set_num_threads(cfg.threads)
     try:
         res = train(critic.net, loss_fn, batch_fn, trainer_config(cfg), out_dir, desc="critic", resume=resume,
-                    meta={"kind": "simdiff.critic_train"})
+                    meta={"kind": "simdiff.critic_train"}, device=device)
     finally:
         torch.set_num_threads(prev)
-    critic.net.load_state_dict(res.ema_model.state_dict())
+        critic.net.to("cpu")
+    critic.net.load_state_dict({k: v.cpu() for k, v in res.ema_model.state_dict().items()})
     critic.net.eval()
     accuracy = heldout_accuracy(critic, data, margin, cfg, show_progress=show_progress)
     critic.metrics = {"final_loss": res.final_loss, "train_wall_time_s": res.wall_time, "steps": res.steps,

@@ -22,6 +22,17 @@ def _policy_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", required=True, help="base diffusion policy (run directory or its policy/ checkpoint)")
 
 
+def _workers_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=1,
+                   help="preference collection: blocks of prefs.batch_envs episodes run on this many local "
+                        "processes (default 1); the data do not depend on it")
+
+
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu",
+                   help="critic training on cpu (default), cuda or cuda:N; the exported critic is on the CPU")
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
 
@@ -30,6 +41,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     _policy_arg(p)
     p.add_argument("--out", required=True, help="output .npz (a .json summary is written next to it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _workers_arg(p)
     p.set_defaults(func=_prefs)
 
     t = sub.add_parser("train", help="train a critic on preference pairs (resumes an unfinished run in --out)")
@@ -38,6 +50,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--prefs", required=True, help="preference file written by `simdiff critic prefs`")
     t.add_argument("--out", required=True, help="run directory; the critic checkpoint goes to OUT/critic")
     t.add_argument("--overwrite", action="store_true", help="delete an existing --out and start over")
+    _device_arg(t)
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="evaluate base / terminal best-of-k / step-wise sampling on-policy")
@@ -79,6 +92,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="comma list of stages to run (default: all: prefs,train,sampling,grpo)")
     x.add_argument("--threads", type=int, default=1, help="torch threads (default 1; the CPU is often shared)")
     x.add_argument("--overwrite", action="store_true", help="discard an earlier run in --out")
+    _workers_arg(x)
+    _device_arg(x)
     x.set_defaults(func=_experiments)
 
 
@@ -128,7 +143,7 @@ def _prefs(args) -> int:
     from policies.critic.preferences import collect_preferences
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = collect_preferences(PolicyDenoiser(policy), cfg.prefs)
+    data = collect_preferences(PolicyDenoiser(policy), cfg.prefs, workers=args.workers)
     data.save(out)
     m = data.meta
     print(f"{out}: {m['states']} states x {m['candidates_per_state']} candidates, {m['train_pairs']} train / "
@@ -157,7 +172,8 @@ def _train(args) -> int:
         shutil.rmtree(out)
     record_run(out, cfg, seed=cfg.train.seed, command=["simdiff", *sys.argv[1:]],
                extra={"policy": str(args.policy), "prefs": str(args.prefs)})
-    res = train_critic(Critic.from_policy(policy, cfg.model), data, cfg.train, cfg.prefs.tie_margin, out)
+    res = train_critic(Critic.from_policy(policy, cfg.model), data, cfg.train, cfg.prefs.tie_margin, out,
+                       device=args.device)
     plot_accuracy({"critic": res.accuracy}, out / "accuracy_vs_t.png")
     print(f"{out / 'critic'}: final loss {res.final_loss:.4f}, {res.wall_time:.0f} s")
     for r in res.accuracy:
@@ -270,6 +286,6 @@ def _experiments(args) -> int:
 
     torch.set_num_threads(args.threads)
     m = run_experiments(args.policy, cfg, out, stages=stages, overwrite=args.overwrite,
-                        command=["simdiff", *sys.argv[1:]])
+                        command=["simdiff", *sys.argv[1:]], workers=args.workers, device=args.device)
     print(f"{out}: report.md, metrics.json ({', '.join(m.get('files', []))})")
     return 0

@@ -70,7 +70,7 @@ def _summary(res: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ stages
-def stage_prefs(policy, cfg, out: Path, show_progress: bool = True):
+def stage_prefs(policy, cfg, out: Path, show_progress: bool = True, workers: int = 1):
     from policies.critic.adapter import PolicyDenoiser
     from policies.critic.preferences import PreferenceData, collect_preferences
 
@@ -78,12 +78,12 @@ def stage_prefs(policy, cfg, out: Path, show_progress: bool = True):
     if path.exists():
         return PreferenceData.load(path)
     torch.manual_seed(cfg.prefs.seed)
-    data = collect_preferences(PolicyDenoiser(policy), cfg.prefs, show_progress=show_progress)
+    data = collect_preferences(PolicyDenoiser(policy), cfg.prefs, show_progress=show_progress, workers=workers)
     data.save(path)
     return data
 
 
-def stage_train(policy, cfg, data, out: Path, show_progress: bool = True):
+def stage_train(policy, cfg, data, out: Path, show_progress: bool = True, device: str | None = None):
     from policies.critic.scorer import Critic
     from policies.critic.train import train_critic
 
@@ -93,7 +93,7 @@ def stage_train(policy, cfg, data, out: Path, show_progress: bool = True):
         critic.policy = policy
         return critic
     critic = Critic.from_policy(policy, cfg.model)
-    train_critic(critic, data, cfg.train, cfg.prefs.tie_margin, run, show_progress=show_progress)
+    train_critic(critic, data, cfg.train, cfg.prefs.tie_margin, run, show_progress=show_progress, device=device)
     return critic
 
 
@@ -228,8 +228,10 @@ def _grpo_cfg(cfg) -> dict:
 
 # ------------------------------------------------------------------------------------------------ driver
 def run_experiments(policy_dir: str | Path, cfg, out: str | Path, *, stages: tuple[str, ...] = STAGES,
-                    overwrite: bool = False, command: list[str] | None = None, show_progress: bool = True) -> dict:
-    """All stages in order (see the module docstring); returns the metrics written to ``metrics.json``."""
+                    overwrite: bool = False, command: list[str] | None = None, show_progress: bool = True,
+                    workers: int = 1, device: str | None = None) -> dict:
+    """All stages in order (see the module docstring); returns the metrics written to ``metrics.json``.
+    ``workers`` processes collect the preferences; ``device`` trains the critic (cpu, cuda, cuda:N)."""
     from simdiff.utils.run import record_run
 
     out = Path(out)
@@ -243,9 +245,9 @@ def run_experiments(policy_dir: str | Path, cfg, out: str | Path, *, stages: tup
     record_run(out, cfg, seed=cfg.train.seed, command=command,
                extra={"policy": str(policy_dir), "env_id": env_id, "threads": torch.get_num_threads()})
     t0 = time.perf_counter()
-    data = stage_prefs(policy, cfg, out, show_progress)
+    data = stage_prefs(policy, cfg, out, show_progress, workers)
     needs_critic = any(s in stages for s in ("train", "sampling", "grpo"))
-    critic = stage_train(policy, cfg, data, out, show_progress) if needs_critic else None
+    critic = stage_train(policy, cfg, data, out, show_progress, device) if needs_critic else None
     metrics: dict[str, Any] = {"policy": str(policy_dir), "env_id": env_id, "prefs": data.meta,
                                "base_policy_metrics": getattr(policy, "metrics", {})}
     if critic is not None:

@@ -34,6 +34,20 @@ def test_group_advantages_are_normalized_per_group():
         group_advantages(torch.ones(3, 1))
 
 
+def test_batch_normalized_advantages_keep_the_groups_relative_spread():
+    # a clear group and a near-tie: per-group std blows the near-tie up to +-1, one batch std keeps it small
+    s = torch.tensor([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 1.001, 1.001]])
+    g = group_advantages(s, norm="group")
+    b = group_advantages(s, norm="batch")
+    torch.testing.assert_close(g.abs(), torch.ones(2, 4), atol=5e-3, rtol=0)
+    torch.testing.assert_close(b.mean(dim=1), torch.zeros(2), atol=1e-6, rtol=0)
+    assert b[1].abs().max() < 1e-3 < 1.0 <= b[0].abs().min()
+    assert (b[0].sign() == g[0].sign()).all() and (b[1].sign() == g[1].sign()).all()   # same ranking
+    torch.testing.assert_close(group_advantages(3.0 * s + 7.0, norm="batch"), b, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="'group' or 'batch'"):
+        group_advantages(s, norm="global")
+
+
 def test_ppo_clip_values_and_gradients():
     logp_old = torch.zeros(4)
     # ratios 1.5, 1.5, 0.5, 0.5 with advantages +1, -1, +1, -1
