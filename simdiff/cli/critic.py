@@ -231,8 +231,7 @@ def _grpo(args) -> int:
 
     from policies.critic.grpo import run_grpo
     from policies.critic.scorer import Critic
-    from simdiff.pipelines.critic import env_of
-    from simdiff.pipelines.evaluate import evaluate
+    from simdiff.pipelines.critic import env_of, grpo_eval_fn
     from simdiff.utils.io import write_json
     from simdiff.utils.run import record_run
 
@@ -243,9 +242,7 @@ def _grpo(args) -> int:
     env_id = env_of(policy)
     g = cfg.grpo
 
-    def eval_fn(p) -> dict:
-        return evaluate(p, env_id, g.level, g.eval_episodes, g.eval_seed, batch_size=cfg.experiment.batch_size,
-                        env_kwargs=cfg.experiment.env_kwargs(), show_progress=False)
+    eval_fn = grpo_eval_fn(cfg, env_id)
 
     def log(rec) -> None:
         if rec["update"] % g.eval_every == 0:

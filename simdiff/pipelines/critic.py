@@ -179,13 +179,11 @@ def stage_sampling(policy, critic, cfg, out: Path, env_id: str, show_progress: b
     return result
 
 
-def stage_grpo(policy, critic, cfg, out: Path, env_id: str, show_progress: bool = True) -> dict:
-    from policies.critic.grpo import run_grpo, updates_to_reach
+def grpo_eval_fn(cfg, env_id: str):
+    """``policy -> evaluation`` of a GRPO-tuned policy at ``grpo.level`` with the sampler ``grpo.eval_sampler``
+    names: the policy's own (deterministic DDIM) or the stochastic DDIM sampler at ``grpo.eta`` that GRPO trains."""
     from simdiff.pipelines.evaluate import evaluate
 
-    path = out / "grpo.json"
-    if path.exists():
-        return read_json(path)
     g = cfg.grpo
 
     def eval_fn(p) -> dict:
@@ -197,6 +195,18 @@ def stage_grpo(policy, critic, cfg, out: Path, env_id: str, show_progress: bool 
             spec = CriticGuidedBatchPolicy(PolicyDenoiser(p, cfg.sampling.inference_steps), None, "base", 1, g.eta)
         return evaluate(spec, env_id, g.level, g.eval_episodes, g.eval_seed, batch_size=cfg.experiment.batch_size,
                         env_kwargs=cfg.experiment.env_kwargs(), show_progress=False)
+
+    return eval_fn
+
+
+def stage_grpo(policy, critic, cfg, out: Path, env_id: str, show_progress: bool = True) -> dict:
+    from policies.critic.grpo import run_grpo, updates_to_reach
+
+    path = out / "grpo.json"
+    if path.exists():
+        return read_json(path)
+    g = cfg.grpo
+    eval_fn = grpo_eval_fn(cfg, env_id)
 
     runs = {}
     for mode in ("terminal", "stepwise"):
@@ -346,7 +356,8 @@ def render_report(m: dict, cfg, command: list[str] | None) -> str:
               f"({p['heldout_states']} held-out states), {p['ties_dropped']} tied pairs dropped. "
               f"Candidate success within the horizon: policy samples {_pct(p['candidate_success_rate']['policy'])}%, "
               f"perturbed {_pct(p['candidate_success_rate']['perturbed'])}%. "
-              f"Collection took {p['wall_time_s']:.0f} s.", ""]
+              f"Collection took {p['wall_time_s']:.0f} s"
+              + (f" on {p['workers']} worker processes." if p.get("workers", 1) > 1 else "."), ""]
     if m.get("accuracy"):
         c = m["critic"]
         lines += ["## Critic", "",
@@ -386,7 +397,8 @@ def render_report(m: dict, cfg, command: list[str] | None) -> str:
         lines += ["## Step-wise GRPO vs terminal-reward GRPO", "",
                   f"Level {gc['level']}; {gc['iterations']} rounds of {gc['episodes_per_iter']} on-policy episodes, "
                   f"{gc['updates_per_iter']} policy-update steps each (minibatch {gc['minibatch']} denoising steps), "
-                  f"k = {gc['k']}, lr {gc['lr']}, clip {gc['clip_eps']}, KL {gc['kl_coef']}, eta {gc['eta']}; "
+                  f"k = {gc['k']}, lr {gc['lr']}, clip {gc['clip_eps']}, KL {gc['kl_coef']}, eta {gc['eta']}, "
+                  f"advantages normalised per {gc.get('adv_norm', 'group')}; "
                   f"evaluated on {gc['eval_episodes']} episodes every {gc['eval_every']} updates ("
                   + ("the trained stochastic DDIM sampler, eta " + str(gc['eta'])
                      if gc.get('eval_sampler') == "trained" else "deterministic DDIM sampler")
