@@ -191,6 +191,37 @@ def heldout_accuracy(critic: Critic, data: PreferenceData, margin: float, cfg: C
     return pairwise_accuracy(critic, held, ts, cfg.eval_noise_draws, cfg.seed)
 
 
+#: held-out pairs by what was compared: two base-policy samples (what step-wise sampling and GRPO must rank),
+#: a base sample against a noise-perturbed copy, or two perturbed copies
+PAIR_KINDS = ("policy-policy", "policy-perturbed", "perturbed-perturbed")
+
+
+def pair_kinds(source: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Index into :data:`PAIR_KINDS` of each ``(state, winner, loser)`` pair: how many of its two candidates are
+    perturbed copies (``source == 1``)."""
+    src = np.asarray(source, dtype=np.int64)
+    if pairs.ndim != 2 or pairs.shape[1] != 3:
+        raise ValueError(f"pairs: expected shape (P, 3), received {pairs.shape}")
+    return src[pairs[:, 1]] + src[pairs[:, 2]]
+
+
+def accuracy_by_pair_kind(critic: Critic, data: PreferenceData, margin: float, timesteps: list[int], draws: int,
+                          seed: int) -> list[dict]:
+    """Held-out pairwise accuracy per :data:`PAIR_KINDS` entry and timestep (kinds without pairs are left out).
+    The overall accuracy mixes easy pairs (a base sample against a heavily perturbed copy) with the hard ones
+    a critic-guided sampler actually faces (two samples of the same policy)."""
+    held = pair_tensors(critic, data, margin, heldout=True)
+    kinds = pair_kinds(data.source, held.pairs.numpy())
+    rows = []
+    for k, name in enumerate(PAIR_KINDS):
+        sel = np.flatnonzero(kinds == k)
+        if sel.size == 0:
+            continue
+        sub = PairTensors(held.feat, held.chunks, held.pairs[torch.as_tensor(sel)])
+        rows += [{"kind": name, **r} for r in pairwise_accuracy(critic, sub, timesteps, draws, seed)]
+    return rows
+
+
 def plot_accuracy(curves: dict[str, list[dict]], out_png: str | os.PathLike, title: str = "") -> Path:
     """Held-out pairwise accuracy against the diffusion step for one or more critics."""
     import io
@@ -230,4 +261,5 @@ def summarize_accuracy(rows: list[dict]) -> dict[str, Any]:
 
 __all__ = ["bradley_terry_loss", "sample_timesteps", "noisy_pair", "pair_scores", "PairTensors", "pair_tensors",
            "train_critic", "CriticTrainResult", "pairwise_accuracy", "heldout_accuracy", "eval_timesteps",
-           "plot_accuracy", "summarize_accuracy", "trainer_config"]
+           "plot_accuracy", "summarize_accuracy", "trainer_config", "PAIR_KINDS", "pair_kinds",
+           "accuracy_by_pair_kind"]

@@ -6,6 +6,7 @@ interrupted run resumes with ``simdiff critic experiments ... --out SAME_DIR``):
     prefs.npz / prefs.json       automatic preference data (policies.critic.preferences)
     critic_train/                Bradley-Terry training run; critic_train/critic = the critic checkpoint
     accuracy.json                held-out pairwise accuracy per diffusion step t
+    accuracy_kinds.json          the same split by pair kind (two base samples / base vs perturbed / two perturbed)
     sampling.json                per level: base, base (stochastic sampler), terminal best-of-k,
                                  terminal best-of-k' at matched compute, step-wise best-of-k
     grpo.json                    step-wise GRPO vs terminal GRPO: success against policy-update steps
@@ -30,7 +31,7 @@ import torch
 from simdiff.utils.io import atomic_write_bytes, atomic_write_text, read_json, write_json
 
 STAGES = ("prefs", "train", "sampling", "grpo")
-OUTPUTS = ("prefs.npz", "prefs.json", "critic_train", "accuracy.json", "sampling.json", "grpo.json",
+OUTPUTS = ("prefs.npz", "prefs.json", "critic_train", "accuracy.json", "accuracy_kinds.json", "sampling.json", "grpo.json",
            "metrics.json", "report.md", "accuracy_vs_t.png", "sampling.png", "grpo.png", "config.yaml", "run.json")
 
 
@@ -95,6 +96,20 @@ def stage_train(policy, cfg, data, out: Path, show_progress: bool = True, device
     critic = Critic.from_policy(policy, cfg.model)
     train_critic(critic, data, cfg.train, cfg.prefs.tie_margin, run, show_progress=show_progress, device=device)
     return critic
+
+
+def stage_accuracy_kinds(critic, data, cfg, out: Path) -> list[dict]:
+    """Held-out accuracy per pair kind at t = 0 and at the highest step step-wise GRPO branches at."""
+    from policies.critic.train import accuracy_by_pair_kind
+
+    path = out / "accuracy_kinds.json"
+    if path.exists():
+        return read_json(path)
+    n = critic.policy.schedule.num_steps
+    ts = sorted({0, min(cfg.grpo.stepwise_max_t if cfg.grpo.stepwise_max_t is not None else n // 3, n - 1)})
+    rows = accuracy_by_pair_kind(critic, data, cfg.prefs.tie_margin, ts, cfg.train.eval_noise_draws, cfg.train.seed)
+    write_json(path, rows)
+    return rows
 
 
 def critic_cost(policy, critic) -> float:
@@ -264,6 +279,7 @@ def run_experiments(policy_dir: str | Path, cfg, out: str | Path, *, stages: tup
         metrics["critic"] = {k: v for k, v in critic.metrics.items() if k != "heldout_accuracy"}
         metrics["accuracy"] = critic.metrics.get("heldout_accuracy", [])
         write_json(out / "accuracy.json", metrics["accuracy"])
+        metrics["accuracy_by_kind"] = stage_accuracy_kinds(critic, data, cfg, out)
         metrics["critic_cost"] = critic_cost(policy, critic)
     if "sampling" in stages:
         metrics["sampling"] = stage_sampling(policy, critic, cfg, out, env_id, show_progress)
@@ -371,6 +387,19 @@ def render_report(m: dict, cfg, command: list[str] | None) -> str:
             lines.append(f"| {r['t']} | {r['alpha_bar']:.3f} | {_pct(r['accuracy'])} "
                          f"[{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] |")
         lines += ["", "![accuracy](accuracy_vs_t.png)", ""]
+        kinds = m.get("accuracy_by_kind") or []
+        ts = sorted({r["t"] for r in kinds})
+        if kinds:
+            lines += ["By pair kind (a 'policy' candidate is a base-policy sample, a 'perturbed' one a noise-perturbed "
+                      "copy; critic-guided sampling and step-wise GRPO rank policy samples against each other):", "",
+                      "| pairs | held-out pairs | " + " | ".join(f"accuracy % at t = {t}" for t in ts) + " |",
+                      "|---|---|" + "---|" * len(ts)]
+            for name in dict.fromkeys(r["kind"] for r in kinds):
+                rows = {r["t"]: r for r in kinds if r["kind"] == name}
+                lines.append(f"| {name} | {rows[ts[0]]['pairs']} | " + " | ".join(
+                    f"{_pct(rows[t]['accuracy'])} [{_pct(rows[t]['ci95'][0])}, {_pct(rows[t]['ci95'][1])}]"
+                    for t in ts) + " |")
+            lines.append("")
     if m.get("sampling"):
         s = m["sampling"]
         ex = cfg.experiment

@@ -68,15 +68,21 @@ def test_experiments_end_to_end_and_resume(tmp_path, tiny_policy_dir, capsys):
     assert len(m["accuracy"]) == 3 and all(0.0 <= r["accuracy"] <= 1.0 for r in m["accuracy"])
     report = (out / "report.md").read_text()
     assert "Step-wise vs base" in report and "updates to terminal's final" in report
+    kinds = read_json(out / "accuracy_kinds.json")
+    assert kinds == m["accuracy_by_kind"] and {r["kind"] for r in kinds} <= {"policy-policy", "policy-perturbed",
+                                                                             "perturbed-perturbed"}
+    assert sum(r["pairs"] for r in kinds if r["t"] == 0) == m["prefs"]["heldout_pairs"]
+    assert "By pair kind" in report and "advantages normalised per group" in report
     # a second call reuses every stage's output
     before = (out / "sampling.json").stat().st_mtime_ns
     assert main(args + ["--stages", "prefs,train,sampling"]) == 0
     assert (out / "sampling.json").stat().st_mtime_ns == before
     # GRPO again, evaluated with the stochastic sampler it trains
     (out / "grpo.json").unlink()
-    assert main(args + ["--stages", "grpo", "--set", "grpo.eval_sampler=trained"]) == 0
+    assert main(args + ["--stages", "grpo", "--set", "grpo.eval_sampler=trained", "--set", "grpo.adv_norm=batch"]) == 0
     g = read_json(out / "grpo.json")
     assert g["config"]["eval_sampler"] == "trained" and len(g["runs"]["terminal"]["curve"]) == 3
+    assert g["config"]["adv_norm"] == "batch" and "normalised per batch" in (out / "report.md").read_text()
     assert "the trained stochastic DDIM sampler" in (out / "report.md").read_text()
     # a foreign non-empty folder is refused before anything runs
     foreign = tmp_path / "foreign"

@@ -10,8 +10,11 @@ from policies.critic.config import CriticModelConfig, CriticTrainConfig
 from policies.critic.preferences import PreferenceData
 from policies.critic.scorer import Critic
 from policies.critic.train import (
+    PAIR_KINDS,
+    accuracy_by_pair_kind,
     bradley_terry_loss,
     noisy_pair,
+    pair_kinds,
     pair_tensors,
     pairwise_accuracy,
     sample_timesteps,
@@ -130,3 +133,33 @@ def test_pairwise_accuracy_of_a_perfect_and_a_reversed_scorer(tiny_policy):
     assert pairwise_accuracy(critic, pairs, [0], draws=1, seed=0)[0]["accuracy"] > 0.95
     critic.net = Oracle(-1.0)
     assert pairwise_accuracy(critic, pairs, [0], draws=1, seed=0)[0]["accuracy"] < 0.05
+
+
+def test_accuracy_by_pair_kind_splits_the_heldout_pairs(tiny_policy):
+    # candidates 0, 1 are "policy samples", 2, 3 "perturbed"; the oracle is right on every pair
+    data = synthetic_preferences(n_states=16)
+    data.source[:] = [0, 0, 1, 1]
+    pairs = data.pairs(0.0, heldout=True)[0]
+    assert pair_kinds(data.source, pairs).tolist() == [int(data.source[w] + data.source[l_]) for _, w, l_ in pairs]
+    critic = Critic.from_policy(tiny_policy, CriticModelConfig())
+    target = torch.linspace(-0.8, 0.8, 16).reshape(8, 2)
+
+    class Oracle(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))  # the critic reads its dtype off a parameter
+
+        def condition(self, feat, task=None):
+            return feat
+
+        def score_cond(self, x, t, cond):
+            return -((x - target) ** 2).sum(dim=(1, 2))
+
+    critic.net = Oracle()
+    rows = accuracy_by_pair_kind(critic, data, 0.0, [0, 30], draws=1, seed=0)
+    assert [(r["kind"], r["t"]) for r in rows] == [(k, t) for k in PAIR_KINDS for t in (0, 30)]
+    at0 = [r for r in rows if r["t"] == 0]
+    assert sum(r["pairs"] for r in at0) == len(pairs)          # each held-out pair in exactly one kind
+    assert all(r["accuracy"] > 0.9 for r in at0)
+    with pytest.raises(ValueError, match="shape"):
+        pair_kinds(data.source, pairs[:, :2])
