@@ -168,6 +168,8 @@ class GrpoConfig:
     #: how the fine-tuned policy is evaluated: "policy" (its own deterministic DDIM sampler) or "trained" (the
     #: stochastic DDIM sampler at ``eta`` that GRPO optimises; the deterministic one shares only its network)
     eval_sampler: Literal["policy", "trained"] = "policy"
+    #: also run step-wise GRPO with random critic scores (a control: what noise alone does to the policy)
+    random_control: bool = False
 
     def __post_init__(self) -> None:
         check_range("grpo.k", self.k, lo=2)

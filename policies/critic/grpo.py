@@ -277,6 +277,23 @@ def stepwise_samples(den: PolicyDenoiser, critic: Any, feat: Tensor, k: int, eta
     return StepSamples.cat(parts)
 
 
+class RandomScores:
+    """A control for step-wise GRPO: the critic's interface with i.i.d. ``N(0, 1)`` scores, so the advantages
+    carry no information. If step-wise GRPO with the learned critic drifts away from its reference much
+    faster than with these, the policy follows a systematic preference of the critic, not noise."""
+
+    def __init__(self, critic: Any, seed: int):
+        self.net = critic.net                 # only read for its dtype
+        self.counter = critic.counter
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def condition(self, feat: Tensor, task: Tensor | None = None) -> Tensor:
+        return feat
+
+    def score(self, x_t: Tensor, t: Tensor | int, cond: Tensor) -> Tensor:
+        return torch.randn(x_t.shape[0], generator=self.generator).to(x_t.dtype)
+
+
 # ---------------------------------------------------------------------------------------------- driver
 @dataclass
 class GrpoResult:
@@ -402,4 +419,4 @@ def updates_to_reach(curve: list[dict], target: float) -> int | None:
 __all__ = ["group_advantages", "ppo_clip_loss", "gaussian_kl_same_std", "step_logprob", "terminal_rewards",
            "StepSamples",
            "grpo_loss", "Rollouts", "sample_chain", "collect_rollouts", "terminal_samples", "stepwise_samples",
-           "GrpoResult", "run_grpo", "updates_to_reach"]
+           "RandomScores", "GrpoResult", "run_grpo", "updates_to_reach"]

@@ -215,7 +215,8 @@ def grpo_eval_fn(cfg, env_id: str):
 
 
 def stage_grpo(policy, critic, cfg, out: Path, env_id: str, show_progress: bool = True) -> dict:
-    from policies.critic.grpo import run_grpo, updates_to_reach
+    from policies.critic.adapter import EvalCounter
+    from policies.critic.grpo import RandomScores, run_grpo, updates_to_reach
 
     path = out / "grpo.json"
     if path.exists():
@@ -224,17 +225,22 @@ def stage_grpo(policy, critic, cfg, out: Path, env_id: str, show_progress: bool 
     eval_fn = grpo_eval_fn(cfg, env_id)
 
     runs = {}
-    for mode in ("terminal", "stepwise"):
-        def log(rec, mode=mode):
+    modes = ["terminal", "stepwise"] + (["stepwise_random"] if g.random_control else [])
+    for name in modes:
+        def log(rec, name=name):
             if show_progress and rec["update"] % g.eval_every == 0:
-                print(f"  grpo {mode} update {rec['update']}: loss {rec['loss']:.4f} kl {rec['kl']:.4f} "
+                print(f"  grpo {name} update {rec['update']}: loss {rec['loss']:.4f} kl {rec['kl']:.4f} "
                       f"rollout success {rec['rollout_success']:.2f}", file=sys.stderr, flush=True)
-        res = run_grpo(policy, g, mode, env_id=env_id, critic=critic if mode == "stepwise" else None,
+        scorer = None
+        if name != "terminal":
+            critic.counter = EvalCounter()    # this run's evaluations only (not the sampling stage's)
+            scorer = critic if name == "stepwise" else RandomScores(critic, g.seed + 7)
+        res = run_grpo(policy, g, "terminal" if name == "terminal" else "stepwise", env_id=env_id, critic=scorer,
                        eval_fn=eval_fn, inference_steps=cfg.sampling.inference_steps,
                        max_episode_steps=cfg.experiment.max_episode_steps, on_log=log)
-        runs[mode] = {"curve": res.curve, "log": res.log, "train_wall_time_s": res.wall_time_s,
+        runs[name] = {"curve": res.curve, "log": res.log, "train_wall_time_s": res.wall_time_s,
                       "denoiser_evals": res.counter.denoiser, "critic_evals": res.counter.critic,
-                      "env_steps": res.env_steps}
+                      "env_steps": res.env_steps, "final_kl": res.log[-1]["kl"] if res.log else None}
     target = runs["terminal"]["curve"][-1]["success_rate"]
     reach = {m: updates_to_reach(r["curve"], target) for m, r in runs.items()}
     total = runs["terminal"]["curve"][-1]["update"]
@@ -339,7 +345,8 @@ def write_plots(out: Path, m: dict) -> list[str]:
         for mode, run in m["grpo"]["runs"].items():
             c = run["curve"]
             xs = [r["update"] for r in c]
-            ax.plot(xs, [r["success_rate"] for r in c], marker="o", ms=3, label=f"{mode} GRPO")
+            ax.plot(xs, [r["success_rate"] for r in c], marker="o", ms=3, label=f"{_GRPO_LABELS.get(mode, mode)} GRPO",
+                    ls=":" if mode == "stepwise_random" else "-")
             ax.fill_between(xs, [r["ci95"][0] for r in c], [r["ci95"][1] for r in c], alpha=0.15)
         ax.axhline(m["grpo"]["target_success"], color="gray", ls="--", lw=0.8, label="terminal final")
         ax.set_xlabel("policy-update steps")
@@ -433,15 +440,22 @@ def render_report(m: dict, cfg, command: list[str] | None) -> str:
                      if gc.get('eval_sampler') == "trained" else "deterministic DDIM sampler")
                   + " of the fine-tuned policy).", "",
                   "| method | start % | final % [95% CI] | best % | updates to terminal's final | train wall s | "
-                  "denoiser evals | critic evals | env steps |", "|---|---|---|---|---|---|---|---|---|"]
+                  "denoiser evals | critic evals | env steps | KL to reference at the last update |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for mode, r in g["runs"].items():
             c = r["curve"]
             best = max(x["success_rate"] for x in c)
-            lines.append(f"| {mode} | {_pct(c[0]['success_rate'])} | {_cell(c[-1])} | {_pct(best)} | "
-                         f"{g['updates_to_target'][mode]} | {r['train_wall_time_s']:.0f} | {r['denoiser_evals']} | "
-                         f"{r['critic_evals']} | {r['env_steps']} |")
+            kl = r.get("final_kl")
+            lines.append(f"| {_GRPO_LABELS.get(mode, mode)} | {_pct(c[0]['success_rate'])} | {_cell(c[-1])} | "
+                         f"{_pct(best)} | {g['updates_to_target'][mode]} | {r['train_wall_time_s']:.0f} | "
+                         f"{r['denoiser_evals']} | {r['critic_evals']} | {r['env_steps']} | "
+                         f"{'-' if kl is None else f'{kl:.4f}'} |")
         lines += ["", _grpo_verdict(g), "", "![grpo](grpo.png)", ""]
     return "\n".join(lines) + "\n"
+
+
+_GRPO_LABELS = {"terminal": "terminal", "stepwise": "step-wise (critic)",
+                "stepwise_random": "step-wise, random scores (control)"}
 
 
 def _grpo_verdict(g: dict) -> str:
@@ -451,6 +465,14 @@ def _grpo_verdict(g: dict) -> str:
     sw = g["runs"]["stepwise"]["curve"]
     text = (f"Terminal GRPO: {_pct(start)}% -> {_pct(final)}% after {g['terminal_updates']} updates; step-wise GRPO: "
             f"{_pct(sw[0]['success_rate'])}% -> {_pct(sw[-1]['success_rate'])}%. ")
+    ctrl = g["runs"].get("stepwise_random")
+    if ctrl:
+        c, kl_c, kl_s = ctrl["curve"], ctrl.get("final_kl"), g["runs"]["stepwise"].get("final_kl")
+        text += (f"With random scores in place of the critic's (the control), step-wise GRPO goes "
+                 f"{_pct(c[0]['success_rate'])}% -> {_pct(c[-1]['success_rate'])}%")
+        if kl_c is not None and kl_s is not None:
+            text += f", ending at KL {kl_c:.4f} to the reference against {kl_s:.4f} with the critic"
+        text += ". "
     if final <= start:
         return text + ("Terminal GRPO did not improve on its starting policy, so 'reaching terminal's final success' "
                        "is trivially true at update 0 and says nothing about speed: the goal (<= half the updates) "

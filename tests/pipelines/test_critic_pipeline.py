@@ -79,10 +79,19 @@ def test_experiments_end_to_end_and_resume(tmp_path, tiny_policy_dir, capsys):
     assert (out / "sampling.json").stat().st_mtime_ns == before
     # GRPO again, evaluated with the stochastic sampler it trains
     (out / "grpo.json").unlink()
-    assert main(args + ["--stages", "grpo", "--set", "grpo.eval_sampler=trained", "--set", "grpo.adv_norm=batch"]) == 0
+    assert main(args + ["--stages", "grpo", "--set", "grpo.eval_sampler=trained", "--set", "grpo.adv_norm=batch",
+                        "--set", "grpo.random_control=true"]) == 0
     g = read_json(out / "grpo.json")
     assert g["config"]["eval_sampler"] == "trained" and len(g["runs"]["terminal"]["curve"]) == 3
-    assert g["config"]["adv_norm"] == "batch" and "normalised per batch" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert g["config"]["adv_norm"] == "batch" and "normalised per batch" in report
+    # the random-score control: step-wise updates without a critic evaluation, reported next to the critic's
+    assert set(g["runs"]) == {"terminal", "stepwise", "stepwise_random"}
+    ctrl, sw = g["runs"]["stepwise_random"], g["runs"]["stepwise"]
+    assert ctrl["critic_evals"] == 0 < sw["critic_evals"] and len(ctrl["curve"]) == 3
+    # the same sampler work, counted per run (the critic's counter is reset: no sampling-stage evaluations)
+    assert 0.8 * ctrl["denoiser_evals"] <= sw["denoiser_evals"] <= 1.25 * ctrl["denoiser_evals"]
+    assert "random scores (control)" in report and "With random scores in place of the critic's" in report
     assert "the trained stochastic DDIM sampler" in (out / "report.md").read_text()
     # a foreign non-empty folder is refused before anything runs
     foreign = tmp_path / "foreign"

@@ -9,6 +9,7 @@ import torch
 from policies.critic.adapter import PolicyDenoiser
 from policies.critic.config import GrpoConfig
 from policies.critic.grpo import (
+    RandomScores,
     Rollouts,
     collect_rollouts,
     gaussian_kl_same_std,
@@ -181,3 +182,16 @@ def test_stepwise_max_t_limits_the_branched_steps(tiny_policy):
     with pytest.raises(ValueError, match="no denoising step"):
         run_grpo(tiny_policy, GrpoConfig(k=2, episodes_per_iter=2, stepwise_max_t=0, min_train_std=10.0),
                  "stepwise", env_id="simdiff/Push-v0", critic=critic)
+
+
+def test_random_scores_control_is_seeded_noise():
+    class Shell:
+        net = torch.nn.Linear(2, 2)
+        counter = object()
+
+    a, b = RandomScores(Shell(), 5), RandomScores(Shell(), 5)
+    x = torch.zeros(6, 8, 2)
+    sa, sb = a.score(x, 3, a.condition(torch.ones(6, 4))), b.score(x, 3, None)
+    assert sa.shape == (6,) and torch.equal(sa, sb)                       # seeded
+    assert not torch.equal(sa, a.score(x, 3, None))                         # fresh draws each call
+    assert torch.equal(a.condition(torch.ones(6, 4)), torch.ones(6, 4))
