@@ -157,6 +157,9 @@ class GrpoConfig:
     #: the std of all centred scores of the step (terminal: of the round), so a group whose candidates score
     #: almost alike keeps small advantages instead of being blown up to +-1 (a weak critic's near-ties)
     adv_norm: Literal["group", "batch"] = "group"
+    #: what the critic scores in step-wise GRPO: the noisy candidate x_{t_prev} at t_prev ("noisy", DRM) or the
+    #: clean chunk the denoiser predicts from it, at t = 0 ("x0"; one more denoiser call per candidate)
+    stepwise_score: Literal["noisy", "x0"] = "noisy"
     min_train_std: float = 0.05   #: DDIM steps with a smaller std are not trained (ill-conditioned ratios)
     stepwise_max_t: int | None = None  #: step-wise GRPO branches only steps with t_prev <= this (None: all);
     #: above it a weak critic scores near-pure noise at chance, and its advantages would only add noise
@@ -185,6 +188,8 @@ class GrpoConfig:
         check_range("grpo.eta", self.eta, lo=0.0, lo_open=True)
         check_range("grpo.return_weight", self.return_weight, lo=0.0)
         check_range("grpo.adv_eps", self.adv_eps, lo=0.0, lo_open=True)
+        if self.stepwise_score not in ("noisy", "x0"):
+            raise ValueError(f"grpo.stepwise_score: expected 'noisy' or 'x0', received {self.stepwise_score!r}")
         if self.adv_norm not in ("group", "batch"):
             raise ValueError(f"grpo.adv_norm: expected 'group' or 'batch', received {self.adv_norm!r}")
         check_range("grpo.min_train_std", self.min_train_std, lo=0.0)

@@ -241,10 +241,17 @@ def terminal_samples(ro: Rollouts, den: PolicyDenoiser, group_size: int, return_
     return StepSamples.cat(parts)
 
 
+def predicted_x0(den: PolicyDenoiser, x: Tensor, t: int, cond: Tensor) -> Tensor:
+    """The denoiser's clean-chunk estimate ``x0_hat(x_t)`` (clipped as the sampler clips it)."""
+    tt = torch.full((x.shape[0],), int(t), dtype=torch.long)
+    x0 = G.to_x0_eps(den.predict(x, tt, cond), x, tt, den.schedule, den.prediction)[0]
+    return x0 if den.clip is None else x0.clamp(-den.clip, den.clip)
+
+
 @torch.no_grad()
 def stepwise_samples(den: PolicyDenoiser, critic: Any, feat: Tensor, k: int, eta: float, adv_eps: float,
                      generator: torch.Generator, min_train_std: float = 0.0, max_t: int | None = None,
-                     adv_norm: str = "group") -> StepSamples:
+                     adv_norm: str = "group", score_on: str = "noisy") -> StepSamples:
     """Groups of ``k`` candidate steps from the same ``x_t`` for each state of ``feat (N, F)``, with
     critic-score advantages; the chain continues from a uniformly drawn candidate. Steps with std below
     ``min_train_std`` or ``t_prev > max_t`` are sampled without branching and give no samples."""
@@ -266,7 +273,12 @@ def stepwise_samples(den: PolicyDenoiser, critic: Any, feat: Tensor, k: int, eta
             continue
         mean_k, std_k = mean.repeat_interleave(k, 0), std.repeat_interleave(k, 0)
         cands = mean_k + std_k * torch.randn((n * k, *shape), generator=generator).to(den.dtype)
-        scores = critic.score(cands, t_prev, ccond).view(n, k)
+        if score_on == "x0":
+            # the critic judges the clean chunk each candidate implies (one more denoiser call per candidate),
+            # not the noise it carries
+            scores = critic.score(predicted_x0(den, cands, t_prev, cond.repeat_interleave(k, 0)), 0, ccond).view(n, k)
+        else:
+            scores = critic.score(cands, t_prev, ccond).view(n, k)
         adv = group_advantages(scores, adv_eps, adv_norm).reshape(-1)
         logp = step_logprob(cands, mean_k, std_k)
         parts.append(StepSamples(feat_k, x.repeat_interleave(k, 0), torch.full((n * k,), t),
@@ -392,7 +404,7 @@ def _round_samples(mode: Mode, ro: Rollouts, den: PolicyDenoiser, critic: Any, c
     n_states = min(ro.feat.shape[0], max(1, math.ceil(cfg.updates_per_iter * cfg.minibatch / per_state)))
     pick = torch.randperm(ro.feat.shape[0], generator=gen)[:n_states]
     return stepwise_samples(den, critic, ro.feat[pick], cfg.k, cfg.eta, cfg.adv_eps, gen, cfg.min_train_std,
-                            cfg.stepwise_max_t, cfg.adv_norm)
+                            cfg.stepwise_max_t, cfg.adv_norm, cfg.stepwise_score)
 
 
 def _evaluate(res: GrpoResult, eval_fn: EvalFn | None, update: int) -> None:
@@ -417,6 +429,5 @@ def updates_to_reach(curve: list[dict], target: float) -> int | None:
 
 
 __all__ = ["group_advantages", "ppo_clip_loss", "gaussian_kl_same_std", "step_logprob", "terminal_rewards",
-           "StepSamples",
-           "grpo_loss", "Rollouts", "sample_chain", "collect_rollouts", "terminal_samples", "stepwise_samples",
-           "RandomScores", "GrpoResult", "run_grpo", "updates_to_reach"]
+           "StepSamples", "predicted_x0", "grpo_loss", "Rollouts", "sample_chain", "collect_rollouts",
+           "terminal_samples", "stepwise_samples", "RandomScores", "GrpoResult", "run_grpo", "updates_to_reach"]

@@ -434,7 +434,9 @@ def render_report(m: dict, cfg, command: list[str] | None) -> str:
                   f"Level {gc['level']}; {gc['iterations']} rounds of {gc['episodes_per_iter']} on-policy episodes, "
                   f"{gc['updates_per_iter']} policy-update steps each (minibatch {gc['minibatch']} denoising steps), "
                   f"k = {gc['k']}, lr {gc['lr']}, clip {gc['clip_eps']}, KL {gc['kl_coef']}, eta {gc['eta']}, "
-                  f"advantages normalised per {gc.get('adv_norm', 'group')}; "
+                  f"advantages normalised per {gc.get('adv_norm', 'group')}, step-wise critic scores on "
+                  + ("the predicted clean chunk x0_hat(x_t')" if gc.get("stepwise_score") == "x0"
+                     else "the noisy candidate x_t' at its own step") + "; "
                   f"evaluated on {gc['eval_episodes']} episodes every {gc['eval_every']} updates ("
                   + ("the trained stochastic DDIM sampler, eta " + str(gc['eta'])
                      if gc.get('eval_sampler') == "trained" else "deterministic DDIM sampler")

@@ -130,6 +130,32 @@ def test_stepwise_update_raises_the_probability_of_better_candidates(tiny_policy
     assert stats["kl"] > 0
 
 
+def test_stepwise_scores_on_the_predicted_clean_chunk(tiny_policy):
+    from simdiff.processes import gaussian as G
+
+    den = PolicyDenoiser(tiny_policy)
+    seen = []
+
+    class Spy(_ToyCritic):
+        def score(self, x, t, cond):
+            seen.append((x.clone(), t))
+            return super().score(x, t, cond)
+
+    critic = Spy(tiny_policy, den.counter)
+    feat = tiny_policy.obs_features(torch.zeros(3, 2, 20))
+    low = den.plan()[-2][1]
+    before = den.counter.denoiser
+    s = stepwise_samples(den, critic, feat, 2, 1.0, 1e-6, torch.Generator().manual_seed(0), max_t=low, score_on="x0")
+    (x0, t), = seen
+    assert t == 0 and len(s) == 3 * 2
+    cond = den.condition(feat).repeat_interleave(2, 0)
+    tt = torch.full((6,), low, dtype=torch.long)
+    expect = G.to_x0_eps(den.net.unet(s.x_prev, tt, cond), s.x_prev, tt, den.schedule, den.prediction)[0]
+    torch.testing.assert_close(x0, expect.clamp(-den.clip, den.clip))   # x0_hat of each candidate, clipped
+    # every step's 3 rows, plus one extra call per candidate for its x0_hat
+    assert den.counter.denoiser - before == 3 * len(den.plan()) + 6
+
+
 def test_terminal_samples_share_the_episode_advantage(tiny_policy):
     den = PolicyDenoiser(tiny_policy)
     ro = collect_rollouts(den, "simdiff/Push-v0", 2, [3, 3, 4, 4], [10, 11, 12, 13], 1.0, max_episode_steps=6)
