@@ -208,7 +208,8 @@ def collect_preferences(den: PolicyDenoiser, cfg: PrefsConfig, show_progress: bo
 
     Episodes run in blocks of ``batch_envs``; with ``workers > 1`` the blocks are executor jobs on a local
     process pool. Every block draws its randomness from ``(seed, episode, step)`` alone and the blocks are
-    the same either way, so the data do not depend on ``workers``.
+    the same either way, so the data do not depend on ``workers`` (bit for bit when every process runs torch on
+    the same number of threads; the job workers use one, as ``--threads 1`` does).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers: expected an int >= 1, received {workers!r}")

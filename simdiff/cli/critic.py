@@ -25,7 +25,7 @@ def _policy_arg(p: argparse.ArgumentParser) -> None:
 def _workers_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="preference collection: blocks of prefs.batch_envs episodes run on this many local "
-                        "processes (default 1); the data do not depend on it")
+                        "processes (default 1); the episodes, blocks and seeds do not depend on it")
 
 
 def _device_arg(p: argparse.ArgumentParser) -> None:
