@@ -27,19 +27,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from simdiff.config import to_dict
     from simdiff.pipelines.mol import adapters
-    from simdiff.pipelines.mol.stages import (
-        _train_seed,
-        demo_path,
-        load_run_config,
-        pseudo_path,
-        pseudo_rounds,
-    )
+    from simdiff.pipelines.mol.stages import demo_path, generalist_pseudo_files, load_run_config, train_seed
     from simdiff.utils.io import read_json, write_json
 
     run, out = Path(args.run), Path(args.out)
     cfg = load_run_config(run)
-    r = cfg.dagger.rounds
-    pseudo = [str(pseudo_path(run, q, d)) for q in pseudo_rounds(cfg, r) for d in cfg.round_domains(q)]
+    pseudo = generalist_pseudo_files(cfg, run, cfg.dagger.rounds)
     missing = [f for f in pseudo + args.extra_pseudo if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"pseudo-label files not found: {missing}")
@@ -48,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     job = adapters.train_policy_job(
         spec=to_dict(cfg.generalist), env_id=cfg.env.id, demos=[str(demo_path(run, d)) for d in cfg.env.domains],
         pseudo=pseudo + list(args.extra_pseudo), out_dir=str(out / "generalist"), steps=cfg.generalist.steps,
-        seed=_train_seed(cfg, "generalist"), threads=1, paired_fraction=fraction,
+        seed=train_seed(cfg, "generalist"), threads=1, paired_fraction=fraction,
         finetune_fraction=cfg.pseudo.finetune_fraction or 0.0)
     levels = [int(x) for x in args.levels.split(",")]
     rows = {}

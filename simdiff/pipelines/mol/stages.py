@@ -383,11 +383,11 @@ def _stage_specialists(ctx: RunContext) -> dict:
         jobs.append((f"specialist_domain_{d}", {
             "spec": to_dict(cfg.specialist), "env_id": cfg.env.id, "demos": [str(demo_path(ctx.root, d))],
             "pseudo": [], "out_dir": str(specialist_dir(ctx.root, d)), "steps": cfg.specialist.steps,
-            "seed": _train_seed(cfg, f"specialist_{d}"), "threads": ctx.executor.threads_per_job}))
+            "seed": train_seed(cfg, f"specialist_{d}"), "threads": ctx.executor.threads_per_job}))
     return _run_policy_jobs(ctx, jobs, "specialists")
 
 
-def _train_seed(cfg: MolConfig, what: str) -> int:
+def train_seed(cfg: MolConfig, what: str) -> int:
     import zlib
 
     # A stable per-model seed: the same model gets the same seed whatever else the run contains.
@@ -530,6 +530,11 @@ def pseudo_rounds(cfg: MolConfig, r: int) -> list[int]:
     return list(range(1 if mode == "dagger" and r else 0, r + 1))
 
 
+def generalist_pseudo_files(cfg: MolConfig, root: Path, r: int) -> list[str]:
+    """The pseudo-label files the round-``r`` distilled generalist trains on."""
+    return [str(pseudo_path(root, q, d)) for q in pseudo_rounds(cfg, r) for d in cfg.round_domains(q)]
+
+
 def _stage_generalist(ctx: RunContext, r: int) -> dict:
     from simdiff.config import to_dict
 
@@ -538,12 +543,11 @@ def _stage_generalist(ctx: RunContext, r: int) -> dict:
     steps = cfg.generalist.steps if final else max(1, round(cfg.generalist.steps *
                                                              cfg.dagger.intermediate_steps_fraction))
     demos = [str(demo_path(ctx.root, d)) for d in cfg.env.domains]
-    rounds = pseudo_rounds(cfg, r)
-    pseudo = [str(pseudo_path(ctx.root, q, d)) for q in rounds for d in cfg.round_domains(q)]
+    pseudo = generalist_pseudo_files(cfg, ctx.root, r)
     base = {"spec": to_dict(cfg.generalist), "env_id": cfg.env.id, "demos": demos,
             "threads": ctx.executor.threads_per_job}
     # One seed for both generalists (the same initial weights): they differ only in their data.
-    seed = _train_seed(cfg, "generalist")
+    seed = train_seed(cfg, "generalist")
     jobs = [(f"generalist_distilled_r{r}", {**base, "pseudo": pseudo, "steps": steps, "seed": seed,
                                             "paired_fraction": cfg.pseudo.paired_fraction,
                                             **({"finetune_fraction": cfg.pseudo.finetune_fraction}
