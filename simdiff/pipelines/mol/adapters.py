@@ -124,15 +124,30 @@ def load_paired(paths: Sequence[str]):
     from envs.datasets import load_demos
     from policies.diffusion.data import episodes_from_arrays
 
-    obs, act, layout = [], [], None
+    obs, act, layout, counts = [], [], None, []
     for p in paths:
         ds = load_demos(p)
         lay = ds.attrs.get("obs_layout")
         layout = {k: tuple(v) for k, v in lay.items()} if isinstance(lay, dict) else layout
+        n0 = len(obs)
         for ep in ds:
             obs.append(ep.flat_obs())
             act.append(ep.actions)
-    return episodes_from_arrays(obs, act, layout, meta={"paths": [str(p) for p in paths]})
+        counts.append(len(obs) - n0)
+    return episodes_from_arrays(obs, act, layout, meta={"paths": [str(p) for p in paths],
+                                                        "episodes_per_file": counts})
+
+
+def window_file_weights(episodes, sampler, weights: Sequence[float]) -> np.ndarray:
+    """Per-window sampling weights: ``weights[i]`` for every window of the i-th demo file of
+    :func:`load_paired` (each window belongs to the episode of its first row)."""
+    counts = episodes.meta["episodes_per_file"]
+    if len(weights) != len(counts):
+        raise ValueError(f"paired_domain_weights: expected one weight per demo file ({len(counts)}), received "
+                         f"{len(weights)}: {list(weights)}")
+    file_of_episode = np.repeat(np.arange(len(counts)), counts)
+    file_of_row = np.repeat(file_of_episode, episodes.lengths)
+    return np.asarray(weights, dtype=np.float64)[file_of_row[sampler.rows[:, 0].numpy()]]
 
 
 # -- policies ---------------------------------------------------------------------------------------------------
@@ -158,12 +173,13 @@ def label_fn(policy_dir: str | Path, threads: int = 1):
 
 def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str], out_dir: str, steps: int,
                      seed: int, threads: int = 1, paired_fraction: float | None = None,
-                     finetune_fraction: float = 0.0) -> dict:
+                     finetune_fraction: float = 0.0, paired_domain_weights: Sequence[float] | None = None) -> dict:
     """Executor job: train one diffusion policy on paired demos (+ pseudo-labels) into ``out_dir``.
 
     Normalizers are fitted to all its training data; a distillation batch draws ``paired_fraction`` of its
     rows from the paired windows (None: proportional to the counts) and the rest from the pseudo-labels; the last
-    ``finetune_fraction`` of the steps draw paired windows only. Resumes from ``out_dir/checkpoint`` if a previous
+    ``finetune_fraction`` of the steps draw paired windows only. ``paired_domain_weights`` (one per demo file)
+    weights each file's windows inside the paired share (None: uniform over windows). Resumes from ``out_dir/checkpoint`` if a previous
     attempt was interrupted. Returns a
     JSON-able summary; the exported policy is ``out_dir/policy``.
     """
@@ -202,8 +218,10 @@ def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str
                              Normalizer.fit(obs_fit, pcfg.normalizer.obs),
                              Normalizer.fit(act_fit, pcfg.normalizer.action), info)
     sampler = WindowSampler(paired, To, Tp, Ta)
+    window_weights = (None if paired_domain_weights is None
+                      else torch.from_numpy(window_file_weights(paired, sampler, paired_domain_weights)))
     batch_fn = _batch_fn(sampler, labels, pcfg.train.batch_size, paired_fraction,
-                         finetune_from=finetune_start(steps, finetune_fraction))
+                         finetune_from=finetune_start(steps, finetune_fraction), window_weights=window_weights)
 
     def loss_fn(model, batch, gen):
         return policy.compute_loss(batch, gen, model)
@@ -228,13 +246,20 @@ def finetune_start(steps: int, finetune_fraction: float) -> int:
     return steps - int(round(steps * finetune_fraction))
 
 
-def _batch_fn(sampler, labels, batch_size: int, paired_fraction: float | None, finetune_from: int | None = None):
+def _batch_fn(sampler, labels, batch_size: int, paired_fraction: float | None, finetune_from: int | None = None,
+              window_weights=None):
     """Mixed batches: ``n_p`` paired windows + ``B - n_p`` pseudo-labels per step, from the step's generator;
-    from step ``finetune_from`` on, paired windows only."""
+    from step ``finetune_from`` on, paired windows only. ``window_weights`` (one per paired window) replaces
+    uniform window sampling."""
     import torch
 
+    if window_weights is not None:
+        sample_paired = lambda n, gen: sampler.gather(  # noqa: E731
+            torch.multinomial(window_weights, n, replacement=True, generator=gen))
+    else:
+        sample_paired = sampler.sample
     if labels is None:
-        return lambda step, gen: sampler.sample(batch_size, gen)
+        return lambda step, gen: sample_paired(batch_size, gen)
     n_pseudo = len(labels)
     if paired_fraction is None:
         paired_fraction = len(sampler) / (len(sampler) + n_pseudo)
@@ -244,8 +269,8 @@ def _batch_fn(sampler, labels, batch_size: int, paired_fraction: float | None, f
 
     def batch_fn(step: int, gen: torch.Generator) -> dict:
         if finetune_from is not None and step >= finetune_from:
-            return sampler.sample(batch_size, gen)
-        p = sampler.sample(n_p, gen) if n_p else None
+            return sample_paired(batch_size, gen)
+        p = sample_paired(n_p, gen) if n_p else None
         idx = torch.randint(n_pseudo, (batch_size - n_p,), generator=gen)
         if p is None:
             return {"obs": obs_q[idx], "action": act_q[idx], "task": None}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -253,10 +254,21 @@ class PseudoSpec:
     # Share of the distilled generalist's steps, at the end, trained on the paired demos only (pseudo-labels as
     # pre-training, the consistent expert data last). 0: mixed batches throughout.
     finetune_fraction: float = 0.0
+    # The final distilled generalist only: relative weight of each domain's paired windows within the paired
+    # share of its batches, one per ``env.domains`` entry (null: every window alike). E.g. [2, 1, 1, 1] draws
+    # level 0's expert windows twice as often without taking batch share from the pseudo-labels. The DAgger
+    # rounds' generalists keep uniform windows, so their labels (and a finished run's) are unchanged by it.
+    paired_domain_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         check_range("pseudo.batch_size", self.batch_size, 1)
         check_range("pseudo.finetune_fraction", self.finetune_fraction, 0.0, 1.0, hi_open=True)
+        if self.paired_domain_weights is not None:
+            w = tuple(float(x) for x in self.paired_domain_weights)
+            if not w or min(w) < 0 or max(w) <= 0 or not all(math.isfinite(x) for x in w):
+                raise ValueError("pseudo.paired_domain_weights: expected null or a list of finite weights >= 0, "
+                                 f"at least one > 0, received {list(self.paired_domain_weights)}")
+            object.__setattr__(self, "paired_domain_weights", w)
         if self.paired_fraction is not None:
             check_range("pseudo.paired_fraction", self.paired_fraction, 0.0, 1.0)
         check_range("pseudo.seed", self.seed, 0)
@@ -345,6 +357,10 @@ class MolConfig:
         if self.dagger.domains is not None and not set(self.dagger.domains) <= set(self.env.domains):
             raise ValueError(f"dagger.domains: expected a subset of env.domains {list(self.env.domains)}, received "
                              f"{list(self.dagger.domains)}")
+        pw = self.pseudo.paired_domain_weights
+        if pw is not None and len(pw) != len(self.env.domains):
+            raise ValueError(f"pseudo.paired_domain_weights: expected one weight per env.domains entry "
+                             f"({len(self.env.domains)}), received {len(pw)}: {list(pw)}")
         for key, k in (("conditions.search_k", self.conditions.search_k), ("dagger.search_k", self.dagger.search_k)):
             if k > 1 and self.env.id not in SEARCHABLE_ENVS:
                 raise ValueError(f"{key} > 1 replays chunks from simulator snapshots, which "
@@ -392,6 +408,8 @@ def config_fingerprint(cfg: MolConfig) -> str:
         d["conditions"].pop("search_eta")
     if d.get("pseudo", {}).get("finetune_fraction") == 0.0:  # likewise
         d["pseudo"].pop("finetune_fraction")
+    if "paired_domain_weights" in d.get("pseudo", {}) and d["pseudo"]["paired_domain_weights"] is None:  # likewise
+        d["pseudo"].pop("paired_domain_weights")
     dag = d.get("dagger", {})
     if dag.get("search_k") == 1:  # likewise
         dag.pop("search_k")

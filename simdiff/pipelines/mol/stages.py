@@ -552,6 +552,8 @@ def _stage_generalist(ctx: RunContext, r: int) -> dict:
                                             "paired_fraction": cfg.pseudo.paired_fraction,
                                             **({"finetune_fraction": cfg.pseudo.finetune_fraction}
                                                if cfg.pseudo.finetune_fraction else {}),
+                                            **({"paired_domain_weights": list(cfg.pseudo.paired_domain_weights)}
+                                               if final and cfg.pseudo.paired_domain_weights else {}),
                                             "out_dir": str(generalist_dir(ctx.root, f"distilled_r{r}"))})]
     if r == 0:
         jobs.append(("generalist_labeled_only", {**base, "pseudo": [], "steps": cfg.generalist.steps,

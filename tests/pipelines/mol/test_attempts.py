@@ -204,3 +204,44 @@ def test_dagger_domains_config_checks_fingerprint_and_round_domains():
     assert cfg.round_domains(1) == [0, 1, 2, 3]
     # round 0 always covers every domain; DAgger rounds follow env.domains' order
     assert (some.round_domains(0), some.round_domains(1), some.round_domains(2)) == ([0, 1, 2, 3], [1, 3], [1, 3])
+
+
+# --------------------------------------------------------------------------- per-domain paired weights
+def _two_file_episodes():
+    """Two demo files: file 0 has 1 episode (obs 0), file 1 has 3 (obs 1); every episode is 10 steps."""
+    from policies.diffusion.data import episodes_from_arrays
+
+    obs = [np.full((10, 3), float(f), np.float32) for f in (0, 1, 1, 1)]
+    act = [np.zeros((10, 2), np.float32) for _ in obs]
+    return episodes_from_arrays(obs, act, None, meta={"episodes_per_file": [1, 3]})
+
+
+def test_paired_domain_weights_set_each_files_share_of_the_paired_rows():
+    import torch
+
+    from policies.diffusion.data import WindowSampler
+    from simdiff.pipelines.mol.adapters import _batch_fn, window_file_weights
+
+    eps = _two_file_episodes()
+    sampler = WindowSampler(eps, 2, 8, 4)
+    with pytest.raises(ValueError, match="one weight per demo file"):
+        window_file_weights(eps, sampler, [1.0])
+    pseudo = _Labels(np.full((50, 2, 3), 5.0, np.float32), np.zeros((50, 8, 2), np.float32))
+    for weights, share0 in (([1.0, 1.0], 0.25), ([3.0, 1.0], 0.5), ([1.0, 0.0], 1.0)):
+        w = torch.from_numpy(window_file_weights(eps, sampler, weights))
+        fn = _batch_fn(sampler, pseudo, 400, 0.5, window_weights=w)
+        obs = fn(0, torch.Generator().manual_seed(1))["obs"][:, -1, 0]
+        assert int((obs == 5.0).sum()) == 200                      # the pseudo share is untouched
+        paired = obs[obs != 5.0]
+        assert float((paired == 0.0).float().mean()) == pytest.approx(share0, abs=0.07)
+
+
+def test_paired_domain_weights_config_checks_and_fingerprint():
+    cfg = MolConfig()
+    assert with_overrides(cfg, pseudo={"paired_domain_weights": None}).fingerprint() == cfg.fingerprint()
+    assert with_overrides(cfg, pseudo={"paired_domain_weights": [2, 1, 1, 1]}).fingerprint() != cfg.fingerprint()
+    with pytest.raises(ConfigError, match="one weight per env.domains entry"):
+        with_overrides(cfg, pseudo={"paired_domain_weights": [2, 1]})
+    for bad in ([0, 0, 0, 0], [-1, 1, 1, 1], [float("nan"), 1, 1, 1]):
+        with pytest.raises(ConfigError, match="paired_domain_weights"):
+            with_overrides(cfg, pseudo={"paired_domain_weights": bad})
