@@ -35,9 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", default="0,1,2,3", help="levels to evaluate (default 0,1,2,3)")
     args = p.parse_args(argv)
 
-    from simdiff.config import to_dict
     from simdiff.pipelines.mol import adapters
-    from simdiff.pipelines.mol.stages import demo_path, generalist_pseudo_files, load_run_config, train_seed
+    from simdiff.pipelines.mol.stages import generalist_jobs, generalist_pseudo_files, load_run_config
     from simdiff.utils.io import read_json, write_json
 
     run, out = Path(args.run), Path(args.out)
@@ -58,12 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     policy_dir = run / "generalists" / args.run_generalist if args.run_generalist else out / "generalist"
     job = None
     if not args.skip_train:
-        job = adapters.train_policy_job(
-            spec=to_dict(cfg.generalist), env_id=cfg.env.id,
-            demos=[str(demo_path(run, d)) for d in cfg.env.domains], pseudo=pseudo + list(args.extra_pseudo),
-            out_dir=str(policy_dir), steps=cfg.generalist.steps, seed=train_seed(cfg, "generalist"), threads=1,
-            paired_fraction=fraction, finetune_fraction=cfg.pseudo.finetune_fraction or 0.0,
-            paired_domain_weights=None if weights is None else list(weights))
+        # The run's own final-stage job, with only the named settings changed.
+        spec = dict(generalist_jobs(cfg, run, cfg.dagger.rounds)[0][1])
+        spec.update(pseudo=spec["pseudo"] + list(args.extra_pseudo), out_dir=str(policy_dir),
+                    paired_fraction=fraction)
+        spec.pop("paired_domain_weights", None)
+        if weights is not None:
+            spec["paired_domain_weights"] = list(weights)
+        job = adapters.train_policy_job(**spec)
     eval_seed = cfg.eval_seed() if args.eval_seed is None else args.eval_seed
     levels = [int(x) for x in args.levels.split(",")]
     rows = {}

@@ -535,17 +535,16 @@ def generalist_pseudo_files(cfg: MolConfig, root: Path, r: int) -> list[str]:
     return [str(pseudo_path(root, q, d)) for q in pseudo_rounds(cfg, r) for d in cfg.round_domains(q)]
 
 
-def _stage_generalist(ctx: RunContext, r: int) -> dict:
+def generalist_jobs(cfg: MolConfig, root: Path, r: int, threads: int = 1) -> list[tuple[str, dict]]:
+    """The round-``r`` generalist training jobs: the distilled one, and in round 0 the labeled-only one."""
     from simdiff.config import to_dict
 
-    cfg = ctx.cfg
     final = r == cfg.dagger.rounds
     steps = cfg.generalist.steps if final else max(1, round(cfg.generalist.steps *
                                                              cfg.dagger.intermediate_steps_fraction))
-    demos = [str(demo_path(ctx.root, d)) for d in cfg.env.domains]
-    pseudo = generalist_pseudo_files(cfg, ctx.root, r)
-    base = {"spec": to_dict(cfg.generalist), "env_id": cfg.env.id, "demos": demos,
-            "threads": ctx.executor.threads_per_job}
+    demos = [str(demo_path(root, d)) for d in cfg.env.domains]
+    pseudo = generalist_pseudo_files(cfg, root, r)
+    base = {"spec": to_dict(cfg.generalist), "env_id": cfg.env.id, "demos": demos, "threads": threads}
     # One seed for both generalists (the same initial weights): they differ only in their data.
     seed = train_seed(cfg, "generalist")
     jobs = [(f"generalist_distilled_r{r}", {**base, "pseudo": pseudo, "steps": steps, "seed": seed,
@@ -554,11 +553,16 @@ def _stage_generalist(ctx: RunContext, r: int) -> dict:
                                                if cfg.pseudo.finetune_fraction else {}),
                                             **({"paired_domain_weights": list(cfg.pseudo.paired_domain_weights)}
                                                if final and cfg.pseudo.paired_domain_weights else {}),
-                                            "out_dir": str(generalist_dir(ctx.root, f"distilled_r{r}"))})]
+                                            "out_dir": str(generalist_dir(root, f"distilled_r{r}"))})]
     if r == 0:
         jobs.append(("generalist_labeled_only", {**base, "pseudo": [], "steps": cfg.generalist.steps,
                                                  "seed": seed,
-                                                 "out_dir": str(generalist_dir(ctx.root, "labeled_only"))}))
+                                                 "out_dir": str(generalist_dir(root, "labeled_only"))}))
+    return jobs
+
+
+def _stage_generalist(ctx: RunContext, r: int) -> dict:
+    jobs = generalist_jobs(ctx.cfg, ctx.root, r, ctx.executor.threads_per_job)
     return _run_policy_jobs(ctx, jobs, f"generalist_r{r}")
 
 

@@ -120,3 +120,16 @@ def test_run_dir_refuses_other_config_and_foreign_dirs(tmp_path):
     with pytest.raises(FileExistsError, match="holds no MOL run"):
         prepare_run_dir(cfg, foreign, overwrite=True)
     assert (foreign / "keep.txt").read_text() == "mine"
+
+
+def test_paired_domain_weights_reach_the_final_generalist_only(tmp_path):
+    from simdiff.pipelines.mol.stages import generalist_jobs
+
+    cfg = with_overrides(MolConfig(), dagger={"rounds": 2}, pseudo={"paired_domain_weights": [3, 1, 1, 1]})
+    names = {r: dict(generalist_jobs(cfg, tmp_path, r)) for r in range(3)}
+    assert set(names[0]) == {"generalist_distilled_r0", "generalist_labeled_only"}
+    assert names[2]["generalist_distilled_r2"]["paired_domain_weights"] == [3.0, 1.0, 1.0, 1.0]
+    for r in (0, 1):   # the DAgger rounds' generalists (and the labeled-only one) sample windows uniformly
+        assert all("paired_domain_weights" not in job for job in names[r].values())
+    plain = dict(generalist_jobs(MolConfig(), tmp_path, MolConfig().dagger.rounds))
+    assert all("paired_domain_weights" not in job for job in plain.values())
