@@ -1,15 +1,18 @@
-"""Retrain only the final distilled generalist of a finished MOL run with changed data settings, and evaluate
-it on the run's own held-out seeds: a quick probe of what the last stage's data mix does, without rerunning
-DAgger.
+"""Retrain only the final generalist of a finished MOL run with changed settings, and evaluate it on the run's
+own held-out seeds (or validation seeds): a quick probe of what the last stage's data mix, size or budget does,
+without rerunning DAgger.
 
-    python bench/mol_final_generalist_variant.py RUN --out DIR [--paired-fraction F] [--extra-pseudo PATH ...]
-        [--paired-domain-weights W0,W1,...] [--eval-seed S] [--skip-train]
+    python bench/mol_final_generalist_variant.py RUN --out DIR [--set KEY=VALUE ...] [--extra-pseudo PATH ...]
+        [--job distilled|labeled_only] [--eval-seed S] [--skip-train [--run-generalist NAME]]
 
-The generalist gets the run's paired demos and final pseudo-labels (plus ``--extra-pseudo`` files), the run's
-generalist spec, steps and training seed; only the named settings change. Results (``DIR/variant.json``) sit
-next to the run's own distilled generalist, evaluated by the same runner on the same seeds. ``--eval-seed`` moves
-the evaluation to other seeds (a validation range for choosing a setting, so the held-out seeds stay unseen);
-``--skip-train`` evaluates an already trained ``DIR/generalist``, or with ``--run-generalist NAME`` one of the run's.
+The job is the run's own final-stage job (``simdiff.pipelines.mol.stages.generalist_jobs``: its paired demos and
+pseudo-labels, generalist spec, steps and training seed) rebuilt from the run's config with the ``--set``
+overrides applied (e.g. ``pseudo.paired_fraction=0.9``, ``pseudo.paired_domain_weights=[2,1,1,1]``,
+``generalist.steps=18000``); ``--job labeled_only`` retrains the labeled-only baseline instead, so a size or
+budget change can be given to both. With nothing changed it reproduces the run's generalist exactly. Results
+(``DIR/variant.json``) sit next to the run's own generalist of that kind. ``--eval-seed`` moves the evaluation to
+other seeds (a validation range for choosing a setting, so the held-out seeds stay unseen); ``--skip-train``
+evaluates an already trained ``DIR/generalist``, or with ``--run-generalist NAME`` one of the run's.
 """
 
 from __future__ import annotations
@@ -18,15 +21,20 @@ import argparse
 import sys
 from pathlib import Path
 
+JOBS = {"distilled": "generalist_distilled", "labeled_only": "generalist_labeled_only"}
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", help="a finished `simdiff mol run` directory")
     p.add_argument("--out", required=True, help="output directory (the retrained generalist and variant.json)")
-    p.add_argument("--paired-fraction", type=float, default=None, help="override pseudo.paired_fraction")
-    p.add_argument("--extra-pseudo", nargs="*", default=[], help="more pseudo-label .npz files to train on")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the run's config (repeatable)")
+    p.add_argument("--paired-fraction", type=float, default=None, help="shorthand for --set pseudo.paired_fraction=F")
     p.add_argument("--paired-domain-weights", default=None,
-                   help="override pseudo.paired_domain_weights: comma-separated, one per env.domains entry")
+                   help="shorthand for --set pseudo.paired_domain_weights=[...]: comma-separated, one per domain")
+    p.add_argument("--extra-pseudo", nargs="*", default=[], help="more pseudo-label .npz files to train on")
+    p.add_argument("--job", choices=sorted(JOBS), default="distilled", help="which final generalist to retrain")
     p.add_argument("--eval-seed", type=int, default=None, help="first evaluation seed (default: the run's)")
     p.add_argument("--skip-train", action="store_true", help="evaluate DIR/generalist as it is")
     p.add_argument("--run-generalist", default=None, metavar="NAME",
@@ -35,50 +43,47 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", default="0,1,2,3", help="levels to evaluate (default 0,1,2,3)")
     args = p.parse_args(argv)
 
+    from simdiff.config import parse_overrides
     from simdiff.pipelines.mol import adapters
-    from simdiff.pipelines.mol.stages import generalist_jobs, generalist_pseudo_files, load_run_config
+    from simdiff.pipelines.mol.config import with_overrides
+    from simdiff.pipelines.mol.stages import generalist_jobs, load_run_config
     from simdiff.utils.io import read_json, write_json
 
-    run, out = Path(args.run), Path(args.out)
-    cfg = load_run_config(run)
-    pseudo = generalist_pseudo_files(cfg, run, cfg.dagger.rounds)
-    missing = [f for f in pseudo + args.extra_pseudo if not Path(f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"pseudo-label files not found: {missing}")
-    fraction = cfg.pseudo.paired_fraction if args.paired_fraction is None else args.paired_fraction
-    weights = (cfg.pseudo.paired_domain_weights if args.paired_domain_weights is None
-               else [float(x) for x in args.paired_domain_weights.split(",")])
-    if weights is not None and len(weights) != len(cfg.env.domains):
-        raise ValueError(f"--paired-domain-weights: expected {len(cfg.env.domains)} weights (env.domains "
-                         f"{list(cfg.env.domains)}), received {len(weights)}")
-    out.mkdir(parents=True, exist_ok=True)
     if args.run_generalist and not args.skip_train:
         raise ValueError("--run-generalist evaluates a generalist of the run as it is: add --skip-train")
+    if args.extra_pseudo and args.job != "distilled":
+        raise ValueError("--extra-pseudo adds pseudo-labels: only the distilled generalist trains on them")
+    items = list(args.overrides)
+    if args.paired_fraction is not None:
+        items.append(f"pseudo.paired_fraction={args.paired_fraction}")
+    if args.paired_domain_weights is not None:
+        items.append(f"pseudo.paired_domain_weights=[{args.paired_domain_weights}]")
+    run, out = Path(args.run), Path(args.out)
+    cfg = with_overrides(load_run_config(run), **parse_overrides(items))
+    round_ = cfg.dagger.rounds if args.job == "distilled" else 0
+    spec = next(job for name, job in generalist_jobs(cfg, run, round_) if name.startswith(JOBS[args.job]))
+    missing = [f for f in spec["pseudo"] + args.extra_pseudo if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"pseudo-label files not found: {missing}")
+    out.mkdir(parents=True, exist_ok=True)
     policy_dir = run / "generalists" / args.run_generalist if args.run_generalist else out / "generalist"
     job = None
     if not args.skip_train:
-        # The run's own final-stage job, with only the named settings changed.
-        spec = dict(generalist_jobs(cfg, run, cfg.dagger.rounds)[0][1])
-        spec.update(pseudo=spec["pseudo"] + list(args.extra_pseudo), out_dir=str(policy_dir),
-                    paired_fraction=fraction)
-        spec.pop("paired_domain_weights", None)
-        if weights is not None:
-            spec["paired_domain_weights"] = list(weights)
+        spec.update(pseudo=spec["pseudo"] + list(args.extra_pseudo), out_dir=str(policy_dir))
         job = adapters.train_policy_job(**spec)
     eval_seed = cfg.eval_seed() if args.eval_seed is None else args.eval_seed
-    levels = [int(x) for x in args.levels.split(",")]
     rows = {}
-    for lv in levels:
+    for lv in [int(x) for x in args.levels.split(",")]:
         res = adapters.evaluate(str(policy_dir), cfg.env.id, lv, cfg.evaluation.episodes, eval_seed,
                                 cfg.evaluation.batch_envs, dict(cfg.env.make_kwargs))
-        base = read_json(run / "metrics.json")["methods"]["generalist_distilled"][f"level_{lv}"]
+        base = read_json(run / "metrics.json")["methods"][JOBS[args.job]][f"level_{lv}"]
         rows[f"level_{lv}"] = {"variant": res["success_rate"], "ci95": res["ci95"], "run": base["success"]}
-        print(f"level {lv}: variant {100 * res['success_rate']:.1f}%  run's distilled {100 * base['success']:.1f}% "
+        print(f"level {lv}: variant {100 * res['success_rate']:.1f}%  run's {args.job} {100 * base['success']:.1f}% "
               f"(run's held-out seeds)", flush=True)
-    write_json(out / "variant.json", {"run": str(run), "paired_fraction": fraction, "extra_pseudo": args.extra_pseudo,
-                                      "paired_domain_weights": None if weights is None else list(weights),
-                                      "eval_seed": eval_seed, "policy": str(policy_dir), "train": job,
-                                      "levels": rows, "command": sys.argv})
+    write_json(out / "variant.json", {"run": str(run), "job": args.job, "overrides": items,
+                                      "extra_pseudo": args.extra_pseudo, "eval_seed": eval_seed,
+                                      "policy": str(policy_dir), "train": job, "levels": rows,
+                                      "command": sys.argv})
     return 0
 
 
