@@ -12,7 +12,8 @@ overrides applied (e.g. ``pseudo.paired_fraction=0.9``, ``pseudo.paired_domain_w
 budget change can be given to both. With nothing changed it reproduces the run's generalist exactly. Results
 (``DIR/variant.json``) sit next to the run's own generalist of that kind. ``--eval-seed`` moves the evaluation to
 other seeds (a validation range for choosing a setting, so the held-out seeds stay unseen); ``--skip-train``
-evaluates an already trained ``DIR/generalist``, or with ``--run-generalist NAME`` one of the run's.
+evaluates an already trained ``DIR/generalist``, or with ``--run-generalist NAME`` one of the run's, into
+``DIR/eval_<seed>.json``.
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         rows[f"level_{lv}"] = {"variant": res["success_rate"], "ci95": res["ci95"], "run": base["success"]}
         print(f"level {lv}: variant {100 * res['success_rate']:.1f}%  run's {args.job} {100 * base['success']:.1f}% "
               f"(run's held-out seeds)", flush=True)
-    write_json(out / "variant.json", {"run": str(run), "job": args.job, "overrides": items,
+    # A training run writes variant.json; a re-evaluation (--skip-train) its own eval_<seed>.json beside it.
+    name = f"eval_{eval_seed}.json" if args.skip_train else "variant.json"
+    write_json(out / name, {"run": str(run), "job": args.job, "overrides": items,
                                       "extra_pseudo": args.extra_pseudo, "eval_seed": eval_seed,
                                       "policy": str(policy_dir), "train": job, "levels": rows,
                                       "command": sys.argv})
