@@ -41,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-generalist", default=None, metavar="NAME",
                    help="with --skip-train: evaluate the run's own generalists/NAME instead (e.g. distilled_r3, "
                         "labeled_only)")
-    p.add_argument("--levels", default="0,1,2,3", help="levels to evaluate (default 0,1,2,3)")
+    p.add_argument("--levels", default="0,1,2,3", help="levels to evaluate, e.g. 0,1,2,3,shift (default 0,1,2,3)")
     args = p.parse_args(argv)
 
     from simdiff.config import parse_overrides
     from simdiff.pipelines.mol import adapters
-    from simdiff.pipelines.mol.config import with_overrides
+    from simdiff.pipelines.mol.config import level_key, with_overrides
     from simdiff.pipelines.mol.stages import generalist_jobs, load_run_config
     from simdiff.utils.io import read_json, write_json
 
@@ -74,15 +74,18 @@ def main(argv: list[str] | None = None) -> int:
         job = adapters.train_policy_job(**spec)
     eval_seed = cfg.eval_seed() if args.eval_seed is None else args.eval_seed
     rows = {}
-    for lv in [int(x) for x in args.levels.split(",")]:
+    for lv in [int(x) if x.isdigit() else x for x in args.levels.split(",")]:
         res = adapters.evaluate(str(policy_dir), cfg.env.id, lv, cfg.evaluation.episodes, eval_seed,
                                 cfg.evaluation.batch_envs, dict(cfg.env.make_kwargs))
-        base = read_json(run / "metrics.json")["methods"][JOBS[args.job]][f"level_{lv}"]
-        rows[f"level_{lv}"] = {"variant": res["success_rate"], "ci95": res["ci95"], "run": base["success"]}
-        print(f"level {lv}: variant {100 * res['success_rate']:.1f}%  run's {args.job} {100 * base['success']:.1f}% "
+        key = level_key(lv)
+        base = read_json(run / "metrics.json")["methods"][JOBS[args.job]][key]
+        rows[key] = {"variant": res["success_rate"], "ci95": res["ci95"], "run": base["success"]}
+        print(f"{key}: variant {100 * res['success_rate']:.1f}%  run's {args.job} {100 * base['success']:.1f}% "
               f"(run's held-out seeds)", flush=True)
     # A training run writes variant.json; a re-evaluation (--skip-train) its own eval_<seed>.json beside it.
     name = f"eval_{eval_seed}.json" if args.skip_train else "variant.json"
+    if args.skip_train and (out / name).is_file():   # levels evaluated earlier on these seeds are kept
+        rows = {**read_json(out / name).get("levels", {}), **rows}
     write_json(out / name, {"run": str(run), "job": args.job, "overrides": items,
                                       "extra_pseudo": args.extra_pseudo, "eval_seed": eval_seed,
                                       "policy": str(policy_dir), "train": job, "levels": rows,
