@@ -179,9 +179,9 @@ def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str
     Normalizers are fitted to all its training data; a distillation batch draws ``paired_fraction`` of its
     rows from the paired windows (None: proportional to the counts) and the rest from the pseudo-labels; the last
     ``finetune_fraction`` of the steps draw paired windows only. ``paired_domain_weights`` (one per demo file)
-    weights each file's windows inside the paired share (None: uniform over windows). Resumes from ``out_dir/checkpoint`` if a previous
-    attempt was interrupted. Returns a
-    JSON-able summary; the exported policy is ``out_dir/policy``.
+    weights each file's windows inside the paired share (None: uniform over windows). Resumes from
+    ``out_dir/checkpoint`` if a previous attempt was interrupted. Returns a JSON-able summary; the exported policy
+    is ``out_dir/policy``.
     """
     import time
 
