@@ -142,7 +142,7 @@ def train_critic(critic: Critic, data: PreferenceData, cfg: CriticTrainConfig, m
         critic.net.to("cpu")
     critic.net.load_state_dict({k: v.cpu() for k, v in res.ema_model.state_dict().items()})
     critic.net.eval()
-    accuracy = heldout_accuracy(critic, data, margin, cfg, show_progress=show_progress)
+    accuracy = heldout_accuracy(critic, data, margin, cfg, show_progress=show_progress, device=device)
     critic.metrics = {"final_loss": res.final_loss, "train_wall_time_s": res.wall_time, "steps": res.steps,
                       "train_pairs": int(train_set.pairs.shape[0]), "heldout_accuracy": accuracy}
     critic.save(out_dir / CRITIC_DIR)
@@ -159,11 +159,23 @@ def eval_timesteps(num_train_steps: int, count: int) -> list[int]:
 
 @torch.no_grad()
 def pairwise_accuracy(critic: Critic, pairs: PairTensors, timesteps: list[int], draws: int, seed: int,
-                      batch: int = 4096) -> list[dict]:
+                      batch: int = 4096, device: str | None = None) -> list[dict]:
     """Held-out pairwise accuracy per timestep: fraction of (pair, noise draw) with ``s_win > s_lose`` (ties
-    count 1/2), with a normal-approximation 95% interval over pairs."""
-    net = critic.net.eval()
-    schedule = critic.policy.schedule
+    count 1/2), with a normal-approximation 95% interval over pairs. ``device`` (None = the CPU) runs the
+    critic there; the noise is drawn on the CPU generator either way, so every device sees the same draws."""
+    dev = torch.device(device or "cpu")
+    net = critic.net.eval().to(dev)
+    try:
+        return _pairwise_accuracy(net, critic.policy.schedule, pairs, timesteps, draws, seed, batch, dev)
+    finally:
+        critic.net.to("cpu")     # the samplers run the critic on the CPU
+
+
+def _pairwise_accuracy(net: nn.Module, schedule: G.GaussianSchedule, pairs: PairTensors, timesteps: list[int],
+                       draws: int, seed: int, batch: int, dev: torch.device) -> list[dict]:
+    if dev.type != "cpu":
+        pairs = PairTensors(pairs.feat.to(dev), pairs.chunks.to(dev), pairs.pairs.to(dev))
+        schedule = schedule.to(dev)
     out = []
     for t_val in timesteps:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + t_val)
@@ -171,11 +183,11 @@ def pairwise_accuracy(critic: Critic, pairs: PairTensors, timesteps: list[int], 
         for _ in range(draws):
             for lo in range(0, pairs.pairs.shape[0], batch):
                 idx = torch.arange(lo, min(lo + batch, pairs.pairs.shape[0]))
-                feat, x_w, x_l = pairs.gather(idx)
-                t = torch.full((idx.numel(),), t_val, dtype=torch.long)
+                feat, x_w, x_l = pairs.gather(idx.to(dev))
+                t = torch.full((idx.numel(),), t_val, dtype=torch.long, device=dev)
                 xw_t, xl_t = noisy_pair(x_w, x_l, t, schedule, gen)
                 s_w, s_l = pair_scores(net, xw_t, xl_t, t, net.condition(feat))
-                correct[idx] += ((s_w > s_l).double() + 0.5 * (s_w == s_l).double())
+                correct[idx] += ((s_w > s_l).double() + 0.5 * (s_w == s_l).double()).cpu()
         per_pair = correct / draws
         acc = float(per_pair.mean())
         half = 1.96 * float(per_pair.std(unbiased=False)) / math.sqrt(max(per_pair.numel(), 1))
@@ -185,10 +197,10 @@ def pairwise_accuracy(critic: Critic, pairs: PairTensors, timesteps: list[int], 
 
 
 def heldout_accuracy(critic: Critic, data: PreferenceData, margin: float, cfg: CriticTrainConfig,
-                     show_progress: bool = False) -> list[dict]:
+                     show_progress: bool = False, device: str | None = None) -> list[dict]:
     held = pair_tensors(critic, data, margin, heldout=True)
     ts = eval_timesteps(critic.policy.schedule.num_steps, cfg.eval_timesteps)
-    return pairwise_accuracy(critic, held, ts, cfg.eval_noise_draws, cfg.seed)
+    return pairwise_accuracy(critic, held, ts, cfg.eval_noise_draws, cfg.seed, device=device)
 
 
 #: held-out pairs by what was compared: two base-policy samples (what step-wise sampling and GRPO must rank),
@@ -206,7 +218,7 @@ def pair_kinds(source: np.ndarray, pairs: np.ndarray) -> np.ndarray:
 
 
 def accuracy_by_pair_kind(critic: Critic, data: PreferenceData, margin: float, timesteps: list[int], draws: int,
-                          seed: int) -> list[dict]:
+                          seed: int, device: str | None = None) -> list[dict]:
     """Held-out pairwise accuracy per :data:`PAIR_KINDS` entry and timestep (kinds without pairs are left out).
     The overall accuracy mixes easy pairs (a base sample against a heavily perturbed copy) with the hard ones
     a critic-guided sampler actually faces (two samples of the same policy)."""
@@ -218,7 +230,7 @@ def accuracy_by_pair_kind(critic: Critic, data: PreferenceData, margin: float, t
         if sel.size == 0:
             continue
         sub = PairTensors(held.feat, held.chunks, held.pairs[torch.as_tensor(sel)])
-        rows += [{"kind": name, **r} for r in pairwise_accuracy(critic, sub, timesteps, draws, seed)]
+        rows += [{"kind": name, **r} for r in pairwise_accuracy(critic, sub, timesteps, draws, seed, device=device)]
     return rows
 
 

@@ -98,7 +98,7 @@ def stage_train(policy, cfg, data, out: Path, show_progress: bool = True, device
     return critic
 
 
-def stage_accuracy_kinds(critic, data, cfg, out: Path) -> list[dict]:
+def stage_accuracy_kinds(critic, data, cfg, out: Path, device: str | None = None) -> list[dict]:
     """Held-out accuracy per pair kind at t = 0 and at the highest step step-wise GRPO branches at."""
     from policies.critic.train import accuracy_by_pair_kind
 
@@ -107,7 +107,8 @@ def stage_accuracy_kinds(critic, data, cfg, out: Path) -> list[dict]:
         return read_json(path)
     n = critic.policy.schedule.num_steps
     ts = sorted({0, min(cfg.grpo.stepwise_max_t if cfg.grpo.stepwise_max_t is not None else n // 3, n - 1)})
-    rows = accuracy_by_pair_kind(critic, data, cfg.prefs.tie_margin, ts, cfg.train.eval_noise_draws, cfg.train.seed)
+    rows = accuracy_by_pair_kind(critic, data, cfg.prefs.tie_margin, ts, cfg.train.eval_noise_draws, cfg.train.seed,
+                                 device=device)
     write_json(path, rows)
     return rows
 
@@ -262,7 +263,8 @@ def run_experiments(policy_dir: str | Path, cfg, out: str | Path, *, stages: tup
                     overwrite: bool = False, command: list[str] | None = None, show_progress: bool = True,
                     workers: int = 1, device: str | None = None) -> dict:
     """All stages in order (see the module docstring); returns the metrics written to ``metrics.json``.
-    ``workers`` processes collect the preferences; ``device`` trains the critic (cpu, cuda, cuda:N)."""
+    ``workers`` processes collect the preferences; ``device`` trains the critic and measures its held-out
+    accuracy (cpu, cuda, cuda:N)."""
     from simdiff.utils.run import record_run
 
     out = Path(out)
@@ -285,7 +287,7 @@ def run_experiments(policy_dir: str | Path, cfg, out: str | Path, *, stages: tup
         metrics["critic"] = {k: v for k, v in critic.metrics.items() if k != "heldout_accuracy"}
         metrics["accuracy"] = critic.metrics.get("heldout_accuracy", [])
         write_json(out / "accuracy.json", metrics["accuracy"])
-        metrics["accuracy_by_kind"] = stage_accuracy_kinds(critic, data, cfg, out)
+        metrics["accuracy_by_kind"] = stage_accuracy_kinds(critic, data, cfg, out, device)
         metrics["critic_cost"] = critic_cost(policy, critic)
     if "sampling" in stages:
         metrics["sampling"] = stage_sampling(policy, critic, cfg, out, env_id, show_progress)

@@ -135,6 +135,20 @@ def test_pairwise_accuracy_of_a_perfect_and_a_reversed_scorer(tiny_policy):
     assert pairwise_accuracy(critic, pairs, [0], draws=1, seed=0)[0]["accuracy"] < 0.05
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_pairwise_accuracy_on_a_device_matches_the_cpu_and_leaves_the_critic_there(tiny_policy, device):
+    data = synthetic_preferences(n_states=16)
+    critic = Critic.from_policy(tiny_policy, CriticModelConfig())
+    pairs = pair_tensors(critic, data, 0.0, heldout=True)
+    ref = pairwise_accuracy(critic, pairs, [0, 30], draws=2, seed=3)
+    got = pairwise_accuracy(critic, pairs, [0, 30], draws=2, seed=3, batch=5, device=device)
+    assert [r["pairs"] for r in got] == [r["pairs"] for r in ref]
+    for a, b in zip(got, ref):
+        assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1.0 / a["pairs"])   # at most one near-tie flips
+    assert all(p.device.type == "cpu" for p in critic.net.parameters())
+
+
 def test_accuracy_by_pair_kind_splits_the_heldout_pairs(tiny_policy):
     # candidates 0, 1 are "policy samples", 2, 3 "perturbed"; the oracle is right on every pair
     data = synthetic_preferences(n_states=16)
