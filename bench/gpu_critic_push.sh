@@ -38,6 +38,8 @@ pack() {
     split -b 15m -d exp/prefs.npz "$OUT/prefs.npz.part"
   fi
 }
+# a `timeout` (TERM) still returns what is done: the logs and every finished stage
+trap 'pack; exit 124' TERM
 $PY -c "import torch, mujoco, gymnasium; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 2
 nproc
 if [ -n "${BASE:-}" ]; then

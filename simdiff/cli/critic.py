@@ -53,6 +53,20 @@ def register(parser: argparse.ArgumentParser) -> None:
     _device_arg(t)
     t.set_defaults(func=_train)
 
+    a = sub.add_parser("accuracy", help="held-out pairwise accuracy of a trained critic on a preference file, per "
+                                        "diffusion step and per pair kind")
+    a.add_argument("critic", help="critic run directory or checkpoint")
+    a.add_argument("--prefs", required=True, help="preference file (its held-out episodes are scored)")
+    a.add_argument("--t", default=None, help="comma list of diffusion steps (default: 10 evenly spaced from 0)")
+    a.add_argument("--draws", type=int, default=4, help="noise draws per pair and step (default 4)")
+    a.add_argument("--margin", type=float, default=None,
+                   help="tie margin (default: the file's prefs.tie_margin, else 0.02)")
+    a.add_argument("--seed", type=int, default=0, help="noise seed (default 0, as in training)")
+    a.add_argument("--out", default=None, help="result JSON (default: print only)")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _device_arg(a)
+    a.set_defaults(func=_accuracy)
+
     e = sub.add_parser("eval", help="evaluate base / terminal best-of-k / step-wise sampling on-policy")
     e.add_argument("critic", nargs="?", default=None,
                    help="critic run directory or checkpoint (not needed for --method policy/base)")
@@ -178,6 +192,58 @@ def _train(args) -> int:
     print(f"{out / 'critic'}: final loss {res.final_loss:.4f}, {res.wall_time:.0f} s")
     for r in res.accuracy:
         print(f"  t={r['t']:3d}  held-out accuracy {r['accuracy']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
+    return 0
+
+
+def _parse_steps(text: str | None, num_steps: int) -> list[int]:
+    from policies.critic.train import eval_timesteps
+
+    if text is None:
+        return eval_timesteps(num_steps, 10)
+    try:
+        steps = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise ValueError(f"--t: expected a comma list of integers, received {text!r}") from None
+    if not steps or steps[0] < 0 or steps[-1] > num_steps - 1:
+        raise ValueError(f"--t: expected steps in [0, {num_steps - 1}], received {text!r}")
+    return steps
+
+
+def _accuracy(args) -> int:
+    if args.draws < 1:
+        raise ValueError(f"--draws: expected >= 1, received {args.draws}")
+    if args.out:
+        _check_file_out(Path(args.out), args.overwrite)
+    from policies.critic.preferences import PreferenceData
+    from policies.critic.scorer import Critic
+    from policies.critic.train import accuracy_by_pair_kind, pair_tensors, pairwise_accuracy
+    from simdiff.utils.io import write_json
+
+    critic = Critic.load(args.critic)
+    data = PreferenceData.load(args.prefs)
+    want = (critic.policy.horizons[1], critic.policy.action_dim)
+    if tuple(data.chunks.shape[2:]) != want:
+        raise ValueError(f"--prefs {args.prefs}: expected chunks of shape (S, n, {want[0]}, {want[1]}) for this "
+                         f"critic, received {tuple(data.chunks.shape)}")
+    margin = args.margin if args.margin is not None else float(
+        (data.meta.get("config") or {}).get("tie_margin", 0.02))
+    steps = _parse_steps(args.t, critic.num_train_steps)
+    overall = pairwise_accuracy(critic, pair_tensors(critic, data, margin, heldout=True), steps, args.draws,
+                                args.seed, device=args.device)
+    kinds = accuracy_by_pair_kind(critic, data, margin, steps, args.draws, args.seed, device=args.device)
+    by_t = {r["t"]: {} for r in overall}
+    for r in kinds:
+        by_t[r["t"]][r["kind"]] = r["accuracy"]
+    names = sorted({r["kind"] for r in kinds}, key=lambda k: [r["kind"] for r in kinds].index(k))
+    print(f"{args.critic} on the held-out pairs of {args.prefs} (margin {margin}, {args.draws} noise draws):")
+    print("    t  all pairs            " + "  ".join(f"{n:>19}" for n in names))
+    for r in overall:
+        cells = "  ".join(f"{100 * by_t[r['t']][n]:19.1f}" for n in names)
+        print(f"  {r['t']:3d}  {100 * r['accuracy']:5.1f} [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]  "
+              f"{cells}  ({r['pairs']} pairs)")
+    if args.out:
+        write_json(args.out, {"critic": str(args.critic), "prefs": str(args.prefs), "margin": margin,
+                              "draws": args.draws, "accuracy": overall, "accuracy_by_kind": kinds})
     return 0
 
 

@@ -114,7 +114,18 @@ def test_prefs_train_eval_commands(tmp_path, tiny_policy_dir, capsys):
 
     r = read_json(res)
     assert r["critic_evals_per_chunk"] == pytest.approx(4.0) and r["episodes"] == 2
-    capsys.readouterr()
+    # `critic accuracy` re-measures the critic on the file: the same numbers as training's own evaluation
+    trained = read_json(tmp_path / "c" / "critic" / "meta.json")["metrics"]["heldout_accuracy"]
+    acc = tmp_path / "acc.json"
+    ts = ",".join(str(row["t"]) for row in trained)
+    assert main(["critic", "accuracy", str(tmp_path / "c"), "--prefs", str(prefs), "--t", ts, "--draws", "1",
+                 "--out", str(acc)]) == 0
+    a = read_json(acc)
+    assert [row["accuracy"] for row in a["accuracy"]] == pytest.approx([row["accuracy"] for row in trained])
+    assert a["margin"] == 0.0 and {row["kind"] for row in a["accuracy_by_kind"]} <= {
+        "policy-policy", "policy-perturbed", "perturbed-perturbed"}
+    assert main(["critic", "accuracy", str(tmp_path / "c"), "--prefs", str(prefs), "--t", "0,500"]) == 2
+    assert "--t: expected steps in [0, 49]" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
