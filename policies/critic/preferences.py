@@ -316,21 +316,79 @@ def _collect_block(den: PolicyDenoiser, cfg: PrefsConfig, envs: list, spares: li
 def _summary(data: PreferenceData, cfg: PrefsConfig, wall: float, Ta: int) -> dict:
     from simdiff.config import to_dict
 
-    train_pairs, train_ties = data.pairs(cfg.tie_margin, heldout=False)
-    held_pairs, held_ties = data.pairs(cfg.tie_margin, heldout=True)
-    succ = data.success_step >= 0
     return {"kind": "simdiff.critic_preferences", "config": to_dict(cfg), "rule": RULE,
             "lookahead": cfg.lookahead, "horizon_steps": Ta * (1 + cfg.lookahead),
-            "states": data.num_states, "candidates_per_state": data.num_candidates,
+            **_counts(data, cfg.tie_margin), "wall_time_s": wall}
+
+
+def _counts(data: PreferenceData, margin: float) -> dict:
+    """The sidecar's counts: states, pairs, ties, candidate success rates and mean utilities."""
+    train_pairs, train_ties = data.pairs(margin, heldout=False)
+    held_pairs, held_ties = data.pairs(margin, heldout=True)
+    succ = data.success_step >= 0
+    perturbed = (data.source == 1).any()
+    return {"states": data.num_states, "candidates_per_state": data.num_candidates,
             "heldout_states": int(data.heldout.sum()), "train_pairs": int(len(train_pairs)),
             "heldout_pairs": int(len(held_pairs)), "ties_dropped": train_ties + held_ties,
             "candidate_success_rate": {"policy": float(succ[:, data.source == 0].mean()),
-                                       "perturbed": float(succ[:, data.source == 1].mean()) if (data.source == 1).any()
-                                       else None},
+                                       "perturbed": float(succ[:, data.source == 1].mean()) if perturbed else None},
             "mean_utility": {"policy": float(data.utility[:, data.source == 0].mean()),
-                             "perturbed": float(data.utility[:, data.source == 1].mean())
-                             if (data.source == 1).any() else None},
-            "wall_time_s": wall}
+                             "perturbed": float(data.utility[:, data.source == 1].mean()) if perturbed else None}}
 
 
-__all__ = ["RULE", "PreferenceData", "chunk_utility", "preference_pairs", "collect_preferences", "collect_block_job"]
+#: collection settings that must agree for two preference files to be one data set
+_MERGE_KEYS = ("env", "level", "policy_samples", "perturbed", "perturb_std", "sample_eta", "lookahead", "tie_margin",
+               "max_episode_steps")
+
+
+def merge_preferences(parts: list[PreferenceData], train_only: list[bool] | None = None) -> PreferenceData:
+    """One preference set from several collections of the same base policy and settings (e.g. collected on
+    several machines with different ``prefs.seed``). Episode ids are offset so they stay distinct; each part keeps
+    its own held-out episodes, except the parts flagged in ``train_only``, which are all training data (so the
+    held-out set of an earlier file, and every number measured on it, stays the same)."""
+    if len(parts) < 2:
+        raise ValueError(f"merge: expected at least 2 preference sets, received {len(parts)}")
+    train_only = list(train_only) if train_only is not None else [False] * len(parts)
+    if len(train_only) != len(parts):
+        raise ValueError(f"merge: expected one train_only flag per part ({len(parts)}), received {len(train_only)}")
+    ref = parts[0]
+    ref_cfg = ref.meta.get("config") or {}
+    for k, d in enumerate(parts[1:], start=1):
+        for name, lead in (("obs", 1), ("chunks", 2)):
+            a, b = getattr(ref, name).shape[lead:], getattr(d, name).shape[lead:]
+            if a != b:
+                raise ValueError(f"merge: part {k} {name} per state has shape {b}, part 0 has {a}")
+        if d.num_candidates != ref.num_candidates or not np.array_equal(d.source, ref.source) \
+                or not np.allclose(d.perturb_std, ref.perturb_std):
+            raise ValueError(f"merge: part {k} has candidates {d.source.tolist()} (perturb_std "
+                             f"{d.perturb_std.tolist()}), part 0 has {ref.source.tolist()} ({ref.perturb_std.tolist()})")
+        cfg = d.meta.get("config") or {}
+        bad = [f"{key}: {cfg.get(key)!r} vs. {ref_cfg.get(key)!r}" for key in _MERGE_KEYS
+               if key in cfg and key in ref_cfg and cfg[key] != ref_cfg[key]]
+        if bad:
+            raise ValueError(f"merge: part {k} was collected with other settings than part 0 ({'; '.join(bad)})")
+        seeds = [(p.meta.get("config") or {}).get("seed") for p in parts[:k]]
+        if cfg.get("seed") is not None and cfg.get("seed") in seeds:
+            raise ValueError(f"merge: part {k} has prefs.seed {cfg['seed']} like an earlier part: the same episodes "
+                             "twice; collect with another prefs.seed")
+    offsets = np.cumsum([0] + [int(p.episode.max()) + 1 if p.num_states else 0 for p in parts[:-1]])
+    cat = {name: np.concatenate([getattr(p, name) for p in parts]) for name in
+           ("obs", "chunks", "utility", "progress", "chunk_return", "success_step", "step")}
+    cat["episode"] = np.concatenate([p.episode + off for p, off in zip(parts, offsets)])
+    cat["heldout"] = np.concatenate([np.zeros_like(p.heldout) if t else p.heldout for p, t in zip(parts, train_only)])
+    margin = float(ref_cfg.get("tie_margin", 0.02))
+    out = PreferenceData(**cat, source=ref.source, perturb_std=ref.perturb_std)
+    out.meta = {"kind": "simdiff.critic_preferences",
+                "config": {**ref_cfg, "episodes": sum(int((p.meta.get("config") or {}).get("episodes", 0))
+                                                     for p in parts)},
+                "rule": ref.meta.get("rule", RULE), "lookahead": ref.meta.get("lookahead"),
+                "horizon_steps": ref.meta.get("horizon_steps"), **_counts(out, margin),
+                "wall_time_s": float(sum(p.meta.get("wall_time_s", 0.0) for p in parts)),
+                "merged_from": [{"seed": (p.meta.get("config") or {}).get("seed"), "states": p.num_states,
+                                 "episode_offset": int(off), "train_only": bool(t)}
+                                for p, off, t in zip(parts, offsets, train_only)]}
+    return out
+
+
+__all__ = ["RULE", "PreferenceData", "chunk_utility", "preference_pairs", "collect_preferences", "collect_block_job",
+           "merge_preferences"]

@@ -44,6 +44,15 @@ def register(parser: argparse.ArgumentParser) -> None:
     _workers_arg(p)
     p.set_defaults(func=_prefs)
 
+    m = sub.add_parser("merge", help="join preference files collected with different prefs.seed into one")
+    m.add_argument("parts", nargs="+", help="preference files (.npz) of the same base policy and settings")
+    m.add_argument("--out", required=True, help="output .npz (a .json summary is written next to it)")
+    m.add_argument("--train-only", action="append", default=[], metavar="PART",
+                   help="use every episode of this part (one of the inputs) for training: the held-out set stays "
+                        "that of the other parts (repeatable)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    m.set_defaults(func=_merge)
+
     t = sub.add_parser("train", help="train a critic on preference pairs (resumes an unfinished run in --out)")
     _config_args(t)
     _policy_arg(t)
@@ -162,6 +171,28 @@ def _prefs(args) -> int:
     m = data.meta
     print(f"{out}: {m['states']} states x {m['candidates_per_state']} candidates, {m['train_pairs']} train / "
           f"{m['heldout_pairs']} held-out pairs, {m['ties_dropped']} ties dropped ({m['wall_time_s']:.0f} s)")
+    return 0
+
+
+def _merge(args) -> int:
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise ValueError(f"--out: expected a .npz path, received {out}")
+    parts = [Path(p) for p in args.parts]
+    unknown = [p for p in args.train_only if Path(p) not in parts]
+    if unknown:
+        raise ValueError(f"--train-only: expected one of the inputs {[str(p) for p in parts]}, received {unknown}")
+    if out in parts:
+        raise ValueError(f"--out {out} is one of the inputs; write the merged file elsewhere")
+    _check_file_out(out, args.overwrite)
+    from policies.critic.preferences import PreferenceData, merge_preferences
+
+    data = merge_preferences([PreferenceData.load(p) for p in parts],
+                             [p in {Path(x) for x in args.train_only} for p in parts])
+    data.save(out)
+    m = data.meta
+    print(f"{out}: {m['states']} states x {m['candidates_per_state']} candidates from {len(parts)} files, "
+          f"{m['train_pairs']} train / {m['heldout_pairs']} held-out pairs")
     return 0
 
 

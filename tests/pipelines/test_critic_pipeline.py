@@ -128,6 +128,23 @@ def test_prefs_train_eval_commands(tmp_path, tiny_policy_dir, capsys):
     assert "--t: expected steps in [0, 49]" in capsys.readouterr().err
 
 
+def test_merge_command(tmp_path, tiny_policy_dir, capsys):
+    pol = ["--policy", str(tiny_policy_dir)]
+    a, b, m = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "m.npz"
+    assert main(["critic", "prefs", str(TINY), *pol, "--out", str(a)]) == 0
+    assert main(["critic", "prefs", str(TINY), *pol, "--out", str(b), "--set", "prefs.seed=777"]) == 0
+    assert main(["critic", "merge", str(a), str(a), "--out", str(m)]) == 2                 # the same episodes twice
+    assert "same episodes twice" in capsys.readouterr().err and not m.exists()
+    assert main(["critic", "merge", str(a), str(b), "--out", str(m), "--train-only", str(tmp_path / "c.npz")]) == 2
+    assert main(["critic", "merge", str(a), str(b), "--out", str(m), "--train-only", str(b)]) == 0
+    from policies.critic.preferences import PreferenceData
+
+    ma, mb, mm = (PreferenceData.load(p) for p in (a, b, m))
+    assert mm.num_states == ma.num_states + mb.num_states and mm.heldout.sum() == ma.heldout.sum()
+    assert main(["critic", "merge", str(a), str(b), "--out", str(m)]) == 2                 # no silent overwrite
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["critic", "eval", "--policy", "nowhere", "--method", "stepwise"], "expected a critic"),
     (["critic", "eval", "--policy", "nowhere", "--method", "base", "--level", "7"], "--level"),

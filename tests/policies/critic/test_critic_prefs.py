@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from policies.critic.adapter import PolicyDenoiser
 from policies.critic.config import PrefsConfig
-from policies.critic.preferences import PreferenceData, chunk_utility, collect_preferences, preference_pairs
+from policies.critic.preferences import (
+    PreferenceData,
+    chunk_utility,
+    collect_preferences,
+    merge_preferences,
+    preference_pairs,
+)
 from policies.critic.sim_state import box_goal_distance, restore, snapshot
 
 ENV = "simdiff/Push-v0"
@@ -88,6 +96,29 @@ def test_collect_is_deterministic_and_round_trips(tmp_path, tiny_policy):
     c = PreferenceData.load(tmp_path / "p.npz")
     assert np.array_equal(c.utility, a.utility) and c.meta["states"] == a.num_states
     assert c.meta["train_pairs"] == len(a.pairs(0.0, heldout=False)[0])
+
+
+def test_merge_joins_collections_and_keeps_the_first_held_out_set(tiny_policy):
+    cfg = PrefsConfig(level=3, episodes=3, policy_samples=2, perturbed=1, perturb_std=(0.5,), batch_envs=3,
+                      max_episode_steps=9, heldout_fraction=0.3, tie_margin=0.0)
+    a = collect_preferences(PolicyDenoiser(tiny_policy), cfg, show_progress=False)
+    b = collect_preferences(PolicyDenoiser(tiny_policy), replace(cfg, seed=cfg.seed + 3),
+                            show_progress=False)
+    m = merge_preferences([a, b], train_only=[False, True])
+    assert m.num_states == a.num_states + b.num_states
+    assert np.array_equal(m.chunks[:a.num_states], a.chunks) and np.array_equal(m.utility[a.num_states:], b.utility)
+    assert sorted(set(m.episode.tolist())) == [0, 1, 2, 3, 4, 5]                  # ids offset, still distinct
+    assert np.array_equal(m.heldout, np.concatenate([a.heldout, np.zeros_like(b.heldout)]))
+    assert len(m.pairs(0.0, heldout=True)[0]) == len(a.pairs(0.0, heldout=True)[0])  # the same held-out pairs
+    assert m.meta["train_pairs"] == len(a.pairs(0.0, False)[0]) + len(b.pairs(0.0, False)[0]) + len(
+        b.pairs(0.0, True)[0])
+    assert m.meta["config"]["episodes"] == 6 and [p["train_only"] for p in m.meta["merged_from"]] == [False, True]
+    with pytest.raises(ValueError, match="same episodes twice"):
+        merge_preferences([a, a])
+    other = collect_preferences(PolicyDenoiser(tiny_policy), replace(cfg, seed=9, lookahead=1),
+                                show_progress=False)
+    with pytest.raises(ValueError, match="lookahead: 1 vs. 0"):
+        merge_preferences([a, other])
 
 
 def test_parallel_collection_gives_the_same_data(tiny_policy):
