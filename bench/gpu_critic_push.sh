@@ -17,20 +17,10 @@
 #
 # The machine needs mujoco and gymnasium: where they are missing, install wheels first (pip download
 # --python-version of that machine; see the device notes). Rendering is not needed: MUJOCO_GL=disable.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-disable} OMP_NUM_THREADS=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$ROOT
-PY=${PY:-python3}
-OUT=${OUT:-runs/critic_inputs}; R=${R:-$OUT/work}; mkdir -p "$OUT" "$R"
-OUT=$(cd "$OUT" && pwd); R=$(cd "$R" && pwd)   # absolute: the commands below run inside $R
-cd "$R"   # not the repo root: `python -m` puts the working directory first on sys.path
-DEV=${DEV:-cuda}; DEMOS=${DEMOS:-100}; PSTEPS=${PSTEPS:-4000}; PEPS=${PEPS:-600}; CSTEPS=${CSTEPS:-2000}
-CBATCH=${CBATCH:-128}; CLONG=${CLONG:-0}; CBATCH_LONG=${CBATCH_LONG:-128}; WORKERS=${WORKERS:-12}
-CFG=$ROOT/configs/critic/push.yaml
-S="$PY -m simdiff"
-log() { echo "[$(date +%T)] $*"; }
-quiet() { grep -v "it/s]" | grep -v "s/it]"; }
+OUT=${OUT:-runs/critic_inputs}
+. "$(dirname "$0")/critic_device_env.sh"
+DEMOS=${DEMOS:-100}; PSTEPS=${PSTEPS:-4000}; CSTEPS=${CSTEPS:-2000}
+CBATCH=${CBATCH:-128}; CLONG=${CLONG:-0}; CBATCH_LONG=${CBATCH_LONG:-128}
 pack() {
   tar -cf "$OUT/crit.tar" --exclude=checkpoint --exclude='*.hdf5' --exclude=prefs.npz \
     $(ls -d base_l3 exp critic_long ./*.log 2>/dev/null)
@@ -44,8 +34,7 @@ $PY -c "import torch, mujoco, gymnasium; print('torch', torch.__version__, 'cuda
 nproc
 if [ -n "${BASE:-}" ]; then
   log "base policy from $BASE"
-  case $BASE in /*) ;; *) BASE=$ROOT/$BASE ;; esac
-  rm -rf base_l3 && cp -r "$BASE" base_l3 || exit 3
+  rm -rf base_l3 && cp -r "$(from_root "$BASE")" base_l3 || exit 3
 else
   log demos
   $S demos collect --level 3 --episodes "$DEMOS" --workers "$WORKERS" --only-success --out demos_l3.hdf5 || exit 3

@@ -10,26 +10,16 @@
 #   BASE=runs/critic/base_l3 DEV=cpu PEPS=4 VARIANTS="a:train.steps=20 b:train.steps=10" OUT=/tmp/v bash ...  # dry
 #
 # Results land in $OUT/variants.tar (each critic_NAME/ without checkpoints) and $OUT/prefs.json.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-disable} OMP_NUM_THREADS=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$ROOT
-PY=${PY:-python3}
-OUT=${OUT:-runs/critic_variants}; R=${R:-$OUT/work}; mkdir -p "$OUT" "$R"
-OUT=$(cd "$OUT" && pwd); R=$(cd "$R" && pwd)
 : "${BASE:?BASE=DIR of a trained base policy}"; : "${VARIANTS:?VARIANTS=\"NAME:KEY=V,KEY=V NAME:...\"}"
-case $BASE in /*) ;; *) BASE=$ROOT/$BASE ;; esac
-cd "$R"   # not the repo root: `python -m` puts the working directory first on sys.path
-DEV=${DEV:-cuda}; PEPS=${PEPS:-600}; WORKERS=${WORKERS:-12}
-CFG=$ROOT/configs/critic/push.yaml
-S="$PY -m simdiff"
-log() { echo "[$(date +%T)] $*"; }
+OUT=${OUT:-runs/critic_variants}
+. "$(dirname "$0")/critic_device_env.sh"
+BASE=$(from_root "$BASE")
 pack() { tar -cf "$OUT/variants.tar" --exclude=checkpoint $(ls -d critic_* ./*.log 2>/dev/null); }
 # a `timeout` (TERM) still returns what is done: the logs and every finished stage
 trap 'pack; exit 124' TERM
 log "preferences ($PEPS episodes, $WORKERS workers)"
 $S critic prefs "$CFG" --policy "$BASE" --out prefs.npz --workers "$WORKERS" --set prefs.episodes="$PEPS" \
-  2>&1 | grep -v "it/s]" | tail -1
+  2>&1 | quiet | tail -1
 [ -f prefs.npz ] || exit 5
 cp prefs.json "$OUT/"
 for v in $VARIANTS; do
@@ -41,6 +31,6 @@ for v in $VARIANTS; do
     > "$name.log" 2>&1 &
 done
 wait
-for v in $VARIANTS; do name=${v%%:*}; echo "== $name"; grep -v "it/s]" "$name.log" | tail -11; done
+for v in $VARIANTS; do name=${v%%:*}; echo "== $name"; quiet < "$name.log" | tail -11; done
 pack
 log done

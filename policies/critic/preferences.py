@@ -376,7 +376,7 @@ def merge_preferences(parts: list[PreferenceData], train_only: list[bool] | None
            ("obs", "chunks", "utility", "progress", "chunk_return", "success_step", "step")}
     cat["episode"] = np.concatenate([p.episode + off for p, off in zip(parts, offsets)])
     cat["heldout"] = np.concatenate([np.zeros_like(p.heldout) if t else p.heldout for p, t in zip(parts, train_only)])
-    margin = float(ref_cfg.get("tie_margin", 0.02))
+    margin = float(ref_cfg.get("tie_margin", PrefsConfig.tie_margin))
     out = PreferenceData(**cat, source=ref.source, perturb_std=ref.perturb_std)
     out.meta = {"kind": "simdiff.critic_preferences",
                 "config": {**ref_cfg, "episodes": sum(int((p.meta.get("config") or {}).get("episodes", 0))

@@ -69,7 +69,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--t", default=None, help="comma list of diffusion steps (default: 10 evenly spaced from 0)")
     a.add_argument("--draws", type=int, default=4, help="noise draws per pair and step (default 4)")
     a.add_argument("--margin", type=float, default=None,
-                   help="tie margin (default: the file's prefs.tie_margin, else 0.02)")
+                   help="tie margin (default: the file's prefs.tie_margin, else the config default)")
     a.add_argument("--seed", type=int, default=0, help="noise seed (default 0, as in training)")
     a.add_argument("--out", default=None, help="result JSON (default: print only)")
     a.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -187,8 +187,8 @@ def _merge(args) -> int:
     _check_file_out(out, args.overwrite)
     from policies.critic.preferences import PreferenceData, merge_preferences
 
-    data = merge_preferences([PreferenceData.load(p) for p in parts],
-                             [p in {Path(x) for x in args.train_only} for p in parts])
+    train_only = {Path(x) for x in args.train_only}
+    data = merge_preferences([PreferenceData.load(p) for p in parts], [p in train_only for p in parts])
     data.save(out)
     m = data.meta
     print(f"{out}: {m['states']} states x {m['candidates_per_state']} candidates from {len(parts)} files, "
@@ -245,6 +245,7 @@ def _accuracy(args) -> int:
         raise ValueError(f"--draws: expected >= 1, received {args.draws}")
     if args.out:
         _check_file_out(Path(args.out), args.overwrite)
+    from policies.critic.config import PrefsConfig
     from policies.critic.preferences import PreferenceData
     from policies.critic.scorer import Critic
     from policies.critic.train import accuracy_by_pair_kind, pair_tensors, pairwise_accuracy
@@ -257,7 +258,7 @@ def _accuracy(args) -> int:
         raise ValueError(f"--prefs {args.prefs}: expected chunks of shape (S, n, {want[0]}, {want[1]}) for this "
                          f"critic, received {tuple(data.chunks.shape)}")
     margin = args.margin if args.margin is not None else float(
-        (data.meta.get("config") or {}).get("tie_margin", 0.02))
+        (data.meta.get("config") or {}).get("tie_margin", PrefsConfig.tie_margin))
     steps = _parse_steps(args.t, critic.num_train_steps)
     overall = pairwise_accuracy(critic, pair_tensors(critic, data, margin, heldout=True), steps, args.draws,
                                 args.seed, device=args.device)
@@ -265,7 +266,7 @@ def _accuracy(args) -> int:
     by_t = {r["t"]: {} for r in overall}
     for r in kinds:
         by_t[r["t"]][r["kind"]] = r["accuracy"]
-    names = sorted({r["kind"] for r in kinds}, key=lambda k: [r["kind"] for r in kinds].index(k))
+    names = list(dict.fromkeys(r["kind"] for r in kinds))
     print(f"{args.critic} on the held-out pairs of {args.prefs} (margin {margin}, {args.draws} noise draws):")
     print("    t  all pairs            " + "  ".join(f"{n:>19}" for n in names))
     for r in overall:
