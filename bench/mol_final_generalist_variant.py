@@ -3,7 +3,7 @@ own held-out seeds (or validation seeds): a quick probe of what the last stage's
 without rerunning DAgger.
 
     python bench/mol_final_generalist_variant.py RUN --out DIR [--set KEY=VALUE ...] [--extra-pseudo PATH ...]
-        [--job distilled|labeled_only] [--eval-seed S] [--skip-train [--run-generalist NAME]]
+        [--job distilled|labeled_only] [--eval-seed S] [--skip-train [--run-generalist NAME]] [--device cuda]
 
 The job is the run's own final-stage job (``simdiff.pipelines.mol.stages.generalist_jobs``: its paired demos and
 pseudo-labels, generalist spec, steps and training seed) rebuilt from the run's config with the ``--set``
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-generalist", default=None, metavar="NAME",
                    help="with --skip-train: evaluate the run's own generalists/NAME instead (e.g. distilled_r3, "
                         "labeled_only)")
+    p.add_argument("--device", default=None, help="where the generalist trains: cpu (default), cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of the training (default 1)")
     p.add_argument("--levels", default="0,1,2,3", help="levels to evaluate, e.g. 0,1,2,3,shift (default 0,1,2,3)")
     args = p.parse_args(argv)
 
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     policy_dir = run / "generalists" / args.run_generalist if args.run_generalist else out / "generalist"
     job = None
     if not args.skip_train:
-        spec.update(pseudo=spec["pseudo"] + list(args.extra_pseudo), out_dir=str(policy_dir))
+        spec.update(pseudo=spec["pseudo"] + list(args.extra_pseudo), out_dir=str(policy_dir), device=args.device,
+                    threads=args.threads)
         job = adapters.train_policy_job(**spec)
     eval_seed = cfg.eval_seed() if args.eval_seed is None else args.eval_seed
     rows = {}

@@ -220,7 +220,8 @@ class DiffusionPolicy:
         x0 = self.action_normalizer.normalize(x0.to(self.dtype))
         feat = self.obs_features(batch["obs"])
         b = x0.shape[0]
-        t = torch.randint(self.schedule.num_steps, (b,), generator=generator)
+        # Drawn on the CPU generator (the same numbers on every device), then moved to the batch's device.
+        t = torch.randint(self.schedule.num_steps, (b,), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(device=x0.device, dtype=x0.dtype)
         x_t = G.corrupt(x0, t, noise, self.schedule)
         out = model(x_t, t, feat, self._task(batch.get("task"), b))

@@ -173,13 +173,15 @@ def label_fn(policy_dir: str | Path, threads: int = 1):
 
 def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str], out_dir: str, steps: int,
                      seed: int, threads: int = 1, paired_fraction: float | None = None,
-                     finetune_fraction: float = 0.0, paired_domain_weights: Sequence[float] | None = None) -> dict:
+                     finetune_fraction: float = 0.0, paired_domain_weights: Sequence[float] | None = None,
+                     device: str | None = None) -> dict:
     """Executor job: train one diffusion policy on paired demos (+ pseudo-labels) into ``out_dir``.
 
     Normalizers are fitted to all its training data; a distillation batch draws ``paired_fraction`` of its
     rows from the paired windows (None: proportional to the counts) and the rest from the pseudo-labels; the last
     ``finetune_fraction`` of the steps draw paired windows only. ``paired_domain_weights`` (one per demo file)
-    weights each file's windows inside the paired share (None: uniform over windows). Resumes from
+    weights each file's windows inside the paired share (None: uniform over windows). ``device`` (``cuda``,
+    ``cuda:N``; None: the CPU) is where the network trains; the saved policy is on the CPU. Resumes from
     ``out_dir/checkpoint`` if a previous attempt was interrupted. Returns a JSON-able summary; the exported policy
     is ``out_dir/policy``.
     """
@@ -228,13 +230,14 @@ def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str
 
     tcfg = trainer_config(pcfg)
     res = train(policy.model, loss_fn, batch_fn, tcfg, out_dir, desc=f"train {Path(out_dir).name}",
-                meta=policy.meta())
+                meta=policy.meta(), device=device)
     policy.ema = res.ema_model
+    policy.to(device="cpu")
     summary = {"final_loss": float(res.final_loss), "steps": int(res.steps), "paired_windows": len(sampler),
                "paired_episodes": paired.num_episodes, "pseudo_labels": info["pseudo_labels"],
                "params": int(sum(p.numel() for p in policy.model.parameters())), "seed": int(seed),
                "size": pspec.size, "train_seconds": round(time.perf_counter() - t0, 1),
-               "cpu_seconds": round(time.process_time() - c0, 1)}
+               "cpu_seconds": round(time.process_time() - c0, 1), "device": device or "cpu"}
     policy.save(Path(out_dir) / "policy", metrics=summary)
     return summary
 

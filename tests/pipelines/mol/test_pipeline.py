@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from simdiff.config import load_config
 from simdiff.pipelines.mol import adapters
@@ -116,6 +117,31 @@ def test_interrupted_stage_resumes_and_failed_job_is_reported(tiny_run, tmp_path
     assert [Path(c).parts[-2:] for c in calls] == [("expert", "shift.json")]  # only the missing cell
     assert {s: read_marker(root, s)["seconds"] for s in before} == before  # finished stages skipped
     validate_metrics(metrics)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_final_generalist_job_retrains_the_runs_generalist_on_a_device(tiny_run, tmp_path, device):
+    # the run's own job spec, retrained with an explicit device: the same weights on the CPU, float-close on a
+    # GPU; the saved policy is on the CPU either way
+    from policies.diffusion import DiffusionPolicy
+    from simdiff.pipelines.mol.stages import generalist_jobs
+
+    root, _ = tiny_run
+    cfg = tiny()
+    name, spec = generalist_jobs(cfg, root, cfg.dagger.rounds)[0]
+    assert name.startswith("generalist_distilled")
+    summary = adapters.train_policy_job(**{**spec, "out_dir": str(tmp_path / "g"), "device": device})
+    assert summary["device"] == device
+    ours = DiffusionPolicy.load(tmp_path / "g" / "policy").net.state_dict()
+    theirs = DiffusionPolicy.load(Path(spec["out_dir"]) / "policy").net.state_dict()
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        assert ours[k].device.type == "cpu"
+        if device == "cpu":
+            assert torch.equal(ours[k], theirs[k]), k
+        else:
+            torch.testing.assert_close(ours[k], theirs[k], rtol=1e-3, atol=1e-4)
 
 
 def test_failed_specialist_job_is_retried_then_reported(tmp_path, monkeypatch):
