@@ -11,6 +11,10 @@
 #   DEV=cpu RUNS="s1:runs/mol_push_seed1" SETS="generalist.steps=20 evaluation.episodes=4" OUT=/tmp/m \
 #     bash bench/gpu_mol_generalists.sh                                                     # a dry run
 #
+# Measured once (H200, 16 cores): eight 18000-step trainings of a 3.9M-parameter generalist (down_dims [128,256],
+# batch 64) sharing the GPU did not finish within 540 s, so nothing was evaluated. Size the job count and steps so
+# that training fits: the networks are small, and eight processes time-share one GPU at batch 64.
+#
 # A run directory needs only config.yaml, mol_run.json, metrics.json, demos/ and pseudo/. Results land in
 # $OUT/mol.tar (every job's variant.json, eval_<seed>.json and logs; no checkpoints), also when a `timeout` ends
 # the script (TERM).
@@ -24,11 +28,11 @@ OUT=${OUT:-runs/mol_generalists}; R=${R:-$OUT/work}; mkdir -p "$OUT" "$R"
 OUT=$(cd "$OUT" && pwd); R=$(cd "$R" && pwd)
 PROBE="$PY $ROOT/bench/mol_final_generalist_variant.py"
 log() { echo "[$(date +%T)] $*"; }
-pack() { tar -cf "$OUT/mol.tar" -C "$R" --exclude=checkpoint --exclude=generalist . ; }
+pack() { tar -cf "$OUT/mol.tar" -C "$R" --exclude=checkpoint --exclude=policy . ; }   # keeps metrics.jsonl
 trap 'pack; exit 124' TERM
 sets=(); for s in $SETS; do sets+=(--set "$s"); done
 cd "$R"   # not the repo root: `python -m` puts the working directory first on sys.path
-log "jobs: $RUNS x ($JOBS); settings: ${SETS:-none}; device $DEV; $(nproc) cores"
+log "jobs: $RUNS x ($JOBS); settings: ${SETS:-none}; device $DEV; $(OMP_NUM_THREADS= nproc) cores"
 one() {  # NAME RUN JOB: train + held-out evaluation; validation once the network is saved
   local d=$R/$1_$3 run
   run=$(case $2 in /*) echo "$2" ;; *) echo "$ROOT/$2" ;; esac)
