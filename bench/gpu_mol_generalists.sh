@@ -12,8 +12,9 @@
 #     bash bench/gpu_mol_generalists.sh                                                     # a dry run
 #
 # Measured once (H200, 16 cores): eight 18000-step trainings of a 3.9M-parameter generalist (down_dims [128,256],
-# batch 64) sharing the GPU did not finish within 540 s, so nothing was evaluated. Size the job count and steps so
-# that training fits: the networks are small, and eight processes time-share one GPU at batch 64.
+# batch 64) sharing the GPU did not finish within 540 s, so nothing was evaluated. A timing run of 1500 steps of
+# that network: 34 s alone (23 ms/step, host-bound: CPU seconds = wall seconds), 44-45 s each for four at once.
+# So one 18000-step job needs about 410 s and four about 530 s: size the job count and steps to fit a call.
 #
 # A run directory needs only config.yaml, mol_run.json, metrics.json, demos/ and pseudo/. Results land in
 # $OUT/mol.tar (every job's variant.json, eval_<seed>.json and logs; no checkpoints), also when a `timeout` ends
