@@ -20,23 +20,17 @@
 # $OUT/mol.tar (every job's variant.json, eval_<seed>.json and logs; no checkpoints), also when a `timeout` ends
 # the script (TERM).
 : "${RUNS:?RUNS=\"NAME:RUN_DIR ...\"}"; SETS=${SETS:-}
-set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
-export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-disable} OMP_NUM_THREADS=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$ROOT
-PY=${PY:-python3}; DEV=${DEV:-cuda}; VAL=${VAL:-1500000000}; JOBS=${JOBS:-"distilled labeled_only"}
-OUT=${OUT:-runs/mol_generalists}; R=${R:-$OUT/work}; mkdir -p "$OUT" "$R"
-OUT=$(cd "$OUT" && pwd); R=$(cd "$R" && pwd)
+OUT=${OUT:-runs/mol_generalists}
+. "$(dirname "$0")/device_env.sh"
+VAL=${VAL:-1500000000}; JOBS=${JOBS:-"distilled labeled_only"}
 PROBE="$PY $ROOT/bench/mol_final_generalist_variant.py"
-log() { echo "[$(date +%T)] $*"; }
 pack() { tar -cf "$OUT/mol.tar" -C "$R" --exclude=checkpoint --exclude=policy . ; }   # keeps metrics.jsonl
 trap 'pack; exit 124' TERM
 sets=(); for s in $SETS; do sets+=(--set "$s"); done
-cd "$R"   # not the repo root: `python -m` puts the working directory first on sys.path
 log "jobs: $RUNS x ($JOBS); settings: ${SETS:-none}; device $DEV; $(OMP_NUM_THREADS= nproc) cores"
 one() {  # NAME RUN JOB: train + held-out evaluation; validation once the network is saved
   local d=$R/$1_$3 run
-  run=$(case $2 in /*) echo "$2" ;; *) echo "$ROOT/$2" ;; esac)
+  run=$(from_root "$2")
   $PROBE "$run" --out "$d" --job "$3" --device "$DEV" "${sets[@]}" --levels 0,1,2,3,shift > "$d.log" 2>&1 &
   local p=$!
   while [ ! -d "$d/generalist/policy" ] && kill -0 $p 2>/dev/null; do sleep 3; done
@@ -51,6 +45,6 @@ for spec in $RUNS; do
   for job in $JOBS; do one "${spec%%:*}" "${spec#*:}" "$job" & done
 done
 wait
-for f in "$R"/*.log; do echo "== $(basename "$f")"; grep -v "it/s]\|s/it]" "$f" | tail -6; done
+for f in "$R"/*.log; do echo "== $(basename "$f")"; quiet < "$f" | tail -6; done
 pack
 log done
