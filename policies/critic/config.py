@@ -47,10 +47,19 @@ class PrefsConfig:
     """Automatic preference data: several candidate chunks per visited state, executed from a snapshot.
 
     States are the replanning points of base-policy episodes (the episode continues with the base policy's
-    first sample). At each state, ``policy_samples`` chunks come from the base policy (DDIM with
-    ``sample_eta``) and ``perturbed`` more are noise-perturbed copies of them (Gaussian noise of std
-    ``perturb_std[i % len]`` in normalized action units, clipped to the action range). Ranking rule: see
-    :mod:`policies.critic.preferences`.
+    first sample). ``kind`` says what the candidates of a state are:
+
+    * ``"chunks"`` (DRM): ``policy_samples`` chunks from the base policy (DDIM with ``sample_eta``) and
+      ``perturbed`` more noise-perturbed copies of them (Gaussian noise of std ``perturb_std[i % len]`` in
+      normalized action units, clipped to the action range). Training noises both clean chunks of a pair to
+      one random step.
+    * ``"siblings"`` (step-level pairs): the base sampler (``sample_eta``) runs down to one denoising step of
+      ``sibling_steps`` (drawn per state), where ``policy_samples`` candidates ``x_{t_prev}`` branch from the
+      SAME ``x_t``; each is completed to a clean chunk by deterministic DDIM and executed. The critic is trained
+      on the noisy siblings at their own step: exactly the comparison step-wise sampling and step-wise GRPO
+      ask of it. ``perturbed`` must be 0.
+
+    Ranking rule: see :mod:`policies.critic.preferences`.
     """
 
     env: str = "simdiff/Push-v0"
@@ -66,9 +75,26 @@ class PrefsConfig:
     heldout_fraction: float = 0.2  #: episodes (by index) held out for pairwise accuracy
     batch_envs: int = 32          #: episodes run side by side (one batched sampling call per replan)
     max_episode_steps: int | None = None  #: None: the env's registered limit
+    kind: Literal["chunks", "siblings"] = "chunks"  #: independent chunks, or siblings of one denoising step
+    #: siblings: the steps ``t_prev`` (of the policy's DDIM plan, stochastic) at which a state's candidates branch
+    sibling_steps: tuple[int, ...] = (44, 33, 22, 11)
 
     def __post_init__(self) -> None:
         _check_level("prefs.level", self.level)
+        if self.kind not in ("chunks", "siblings"):
+            raise ValueError(f"prefs.kind: expected 'chunks' or 'siblings', received {self.kind!r}")
+        if self.kind == "siblings":
+            if self.perturbed:
+                raise ValueError(f"prefs.perturbed: expected 0 with prefs.kind='siblings' (every candidate is a "
+                                 f"sibling of the same x_t), received {self.perturbed}")
+            if not self.sibling_steps:
+                raise ValueError("prefs.sibling_steps: expected at least one step with prefs.kind='siblings', "
+                                 "received []")
+            for t in self.sibling_steps:
+                check_range("prefs.sibling_steps[i]", t, lo=0)
+            if self.sample_eta <= 0:
+                raise ValueError(f"prefs.sample_eta: expected > 0 with prefs.kind='siblings' (siblings differ by the "
+                                 f"step's noise), received {self.sample_eta}")
         check_range("prefs.episodes", self.episodes, lo=2)
         check_range("prefs.seed", self.seed, lo=0)
         check_range("prefs.policy_samples", self.policy_samples, lo=1)

@@ -14,6 +14,14 @@ Collection (:func:`collect_preferences`)
     lookahead turns a myopic "progress during this chunk" into "where this chunk leads", which is what an
     oracle selection needs to raise success (see the experiments report).
 
+With ``kind = "siblings"`` the candidates of a state are step-level siblings instead
+(:func:`sibling_candidates`): the base sampler runs to one stochastic denoising step ``t -> t_prev`` (``t_prev``
+drawn from ``sibling_steps``), ``n`` candidates ``x_{t_prev}`` are drawn from that SAME ``x_t``, and each is
+completed to a clean chunk by deterministic DDIM. The clean completions are executed and ranked as above; the
+noisy siblings and their step are stored too (``noisy``, ``noisy_t``), and the critic is trained on them as they
+are. Two independent base samples differ far more than two siblings do, and a critic that ranks the former
+well need not rank the latter, which is all step-wise sampling and step-wise GRPO ask of it.
+
 Ranking rule (:func:`chunk_utility`), lexicographic over the outcome horizon ``H`` and encoded in one
 number ``u``:
     1. an outcome that reaches success (box within the goal tolerance; the episode ends) beats every one that
@@ -53,6 +61,7 @@ RULE = ("over the horizon H = Ta (1 + lookahead): success beats no success, earl
         "|u_i - u_j| < tie_margin is a tie and is dropped")
 _ARRAYS = ("obs", "chunks", "utility", "progress", "chunk_return", "success_step", "source", "perturb_std",
            "episode", "step", "heldout")
+_SIBLING_ARRAYS = ("noisy", "noisy_t")   # present in sibling files only
 
 
 def chunk_utility(success_step: int | None, d0: float, d_end: float, horizon: int) -> float:
@@ -92,7 +101,8 @@ class PreferenceData:
     ``obs (S, To, Do)`` raw observation history; ``chunks (S, n, Tp, Da)`` normalized; ``utility``,
     ``progress`` (m), ``chunk_return`` ``(S, n)`` float32; ``success_step (S, n)`` int (-1: none);
     ``source (n,)`` 0 = base-policy sample, 1 = perturbed; ``perturb_std (n,)``; ``episode``, ``step``
-    ``(S,)``; ``heldout (S,)`` bool.
+    ``(S,)``; ``heldout (S,)`` bool. Sibling files also hold ``noisy (S, n, Tp, Da)``, the candidates before
+    completion, and ``noisy_t (S,)`` int, the step ``t_prev`` they sit at (the ``chunks`` are their completions).
     """
 
     obs: np.ndarray
@@ -107,16 +117,27 @@ class PreferenceData:
     step: np.ndarray
     heldout: np.ndarray
     meta: dict = field(default_factory=dict)
+    noisy: np.ndarray | None = None
+    noisy_t: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         s, n = self.utility.shape
+        if (self.noisy is None) != (self.noisy_t is None):
+            raise ValueError("PreferenceData: expected both noisy and noisy_t (a sibling file) or neither, received one")
         checks = {"obs": (s,), "chunks": (s, n), "progress": (s, n), "chunk_return": (s, n),
                   "success_step": (s, n), "source": (n,), "perturb_std": (n,), "episode": (s,), "step": (s,),
                   "heldout": (s,)}
+        if self.noisy is not None:
+            checks.update({"noisy": tuple(self.chunks.shape), "noisy_t": (s,)})
         for name, lead in checks.items():
             arr = getattr(self, name)
             if tuple(arr.shape[:len(lead)]) != lead:
                 raise ValueError(f"PreferenceData.{name}: expected leading shape {lead}, received {arr.shape}")
+
+    @property
+    def siblings(self) -> bool:
+        """True for step-level sibling data (candidates stored noisy, at their own step)."""
+        return self.noisy is not None
 
     @property
     def num_states(self) -> int:
@@ -139,7 +160,8 @@ class PreferenceData:
 
         path = Path(path)
         buf = io.BytesIO()
-        np.savez_compressed(buf, **{k: getattr(self, k) for k in _ARRAYS})
+        names = _ARRAYS + (_SIBLING_ARRAYS if self.siblings else ())
+        np.savez_compressed(buf, **{k: getattr(self, k) for k in names})
         atomic_write_bytes(path, buf.getvalue())
         write_json(path.with_suffix(".json"), self.meta)
         return path
@@ -156,7 +178,7 @@ class PreferenceData:
             missing = [k for k in _ARRAYS if k not in z.files]
             if missing:
                 raise DatasetError(f"{path}: not a preference file (missing arrays {missing})")
-            arrays = {k: z[k] for k in _ARRAYS}
+            arrays = {k: z[k] for k in _ARRAYS + _SIBLING_ARRAYS if k in z.files}
         meta_path = path.with_suffix(".json")
         meta = read_json(meta_path) if meta_path.exists() else {}
         return cls(**arrays, meta=meta)
@@ -202,6 +224,53 @@ def _candidates(den: PolicyDenoiser, cfg: PrefsConfig, hist: np.ndarray, gens: l
     return torch.stack(cands, dim=1)
 
 
+def sibling_steps(den: PolicyDenoiser, cfg: PrefsConfig) -> list[int]:
+    """The plan indices of the DDIM steps ``t -> t_prev`` with ``t_prev`` in ``cfg.sibling_steps``, checked to be
+    stochastic steps of ``den``'s plan at ``cfg.sample_eta``."""
+    plan = den.plan()
+    by_prev = {tp: i for i, (_, tp) in enumerate(plan)}
+    stochastic = [tp for t, tp in plan if tp >= 0 and den.step_std(t, tp, cfg.sample_eta) > 0]
+    bad = [t for t in cfg.sibling_steps if t not in stochastic]
+    if bad:
+        raise ValueError(f"prefs.sibling_steps: expected steps t_prev of the policy's stochastic DDIM steps "
+                         f"{stochastic}, received {list(cfg.sibling_steps)} ({bad} are not)")
+    return [by_prev[t] for t in cfg.sibling_steps]
+
+
+def sibling_candidates(den: PolicyDenoiser, cfg: PrefsConfig, hist: np.ndarray,
+                       gens: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step-level siblings for ``L`` states: clean completions ``(L, n, Tp, Da)``, the noisy siblings
+    ``(L, n, Tp, Da)`` and their step ``t_prev`` ``(L,)``.
+
+    State ``l`` draws its branch step from ``gens[l]``; its chain runs the stochastic sampler (``sample_eta``)
+    with one noise draw per step shared by its ``n`` rows, draws ``n`` independent noises at the branch step,
+    and continues deterministically (DDIM eta = 0), so the rows differ only by the branch step's noise.
+    """
+    n, L, shape = cfg.policy_samples, hist.shape[0], den.chunk_shape
+    plan, branch_at = den.plan(), sibling_steps(den, cfg)
+    branch = [branch_at[int(torch.randint(len(branch_at), (1,), generator=g))] for g in gens]
+    cond = den.condition(den.obs_features(hist)).repeat_interleave(n, 0)
+    with torch.no_grad():
+        x = torch.cat([row_randn(g, 1, shape, den.dtype).expand(n, *shape) for g in gens])
+        noisy = torch.empty_like(x)
+        for i, (t, t_prev) in enumerate(plan):
+            out = den.predict(x, t, cond)
+            mean, std = den.step_mean_std(out, x, t, t_prev, cfg.sample_eta)
+            mean0, _ = den.step_mean_std(out, x, t, t_prev, 0.0)
+            steps = []
+            for l, g in enumerate(gens):
+                if i < branch[l]:        # before the branch: one draw, shared by the state's rows
+                    steps.append(mean[l * n:(l + 1) * n] + std[l * n] * row_randn(g, 1, shape, den.dtype))
+                elif i == branch[l]:     # the branch: n independent draws
+                    steps.append(mean[l * n:(l + 1) * n] + std[l * n] * row_randn(g, n, shape, den.dtype))
+                    noisy[l * n:(l + 1) * n] = steps[-1]
+                else:                    # after it: deterministic completion
+                    steps.append(mean0[l * n:(l + 1) * n])
+            x = torch.cat(steps)
+    t_prev = torch.tensor([plan[b][1] for b in branch], dtype=torch.long)
+    return x.view(L, n, *shape), noisy.view(L, n, *shape), t_prev
+
+
 def collect_preferences(den: PolicyDenoiser, cfg: PrefsConfig, show_progress: bool = True,
                         workers: int = 1) -> PreferenceData:
     """Roll out the base policy, branch candidates at every replanning point and record their outcomes.
@@ -213,6 +282,8 @@ def collect_preferences(den: PolicyDenoiser, cfg: PrefsConfig, show_progress: bo
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers: expected an int >= 1, received {workers!r}")
+    if cfg.kind == "siblings":
+        sibling_steps(den, cfg)   # refuse steps the policy's plan does not have before any episode runs
     To, Ta = den.obs_horizon, den.action_horizon
     nb = min(cfg.batch_envs, cfg.episodes)
     blocks = [list(range(first, min(first + nb, cfg.episodes))) for first in range(0, cfg.episodes, nb)]
@@ -250,7 +321,9 @@ def collect_preferences(den: PolicyDenoiser, cfg: PrefsConfig, show_progress: bo
         chunk_return=rec["chunk_return"].astype(np.float32).reshape(-1, n),
         success_step=rec["success_step"].astype(np.int32).reshape(-1, n),
         source=source, perturb_std=stds, episode=episode,
-        step=rec["step"].astype(np.int32), heldout=episode >= cfg.episodes - n_held)
+        step=rec["step"].astype(np.int32), heldout=episode >= cfg.episodes - n_held,
+        **({"noisy": rec["noisy"].astype(np.float32).reshape(-1, n, den.pred_horizon, den.action_dim),
+            "noisy_t": rec["noisy_t"].astype(np.int32)} if cfg.kind == "siblings" else {}))
     data.meta = _summary(data, cfg, time.perf_counter() - t0, Ta)
     data.meta["workers"] = workers
     return data
@@ -265,8 +338,8 @@ def collect_block_job(den: PolicyDenoiser, cfg: PrefsConfig, ids: list[int]) -> 
     kw = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
     envs = [make(cfg.env, level=cfg.level, **kw) for _ in ids]
     spares = spare_envs(cfg.env, len(ids) * n)
-    rec: dict[str, list] = {k: [] for k in ("obs", "chunks", "utility", "progress", "chunk_return", "success_step",
-                                            "episode", "step")}
+    names = ("obs", "chunks", "utility", "progress", "chunk_return", "success_step", "episode", "step")
+    rec: dict[str, list] = {k: [] for k in names + (_SIBLING_ARRAYS if cfg.kind == "siblings" else ())}
     try:
         _collect_block(den, cfg, envs, spares, ids, rec, den.obs_horizon, den.action_horizon, n)
     finally:
@@ -287,7 +360,10 @@ def _collect_block(den: PolicyDenoiser, cfg: PrefsConfig, envs: list, spares: li
     while live.any():
         slots = np.flatnonzero(live)
         gens = [_state_generator(cfg.seed, ids[j], int(steps[j])) for j in slots]
-        cands = _candidates(den, cfg, hist[slots], gens)
+        if cfg.kind == "siblings":
+            cands, noisy, noisy_t = sibling_candidates(den, cfg, hist[slots], gens)
+        else:
+            cands = _candidates(den, cfg, hist[slots], gens)
         acts = den.to_actions(cands.flatten(0, 1)).to(torch.float32).numpy()          # (L n, Ta, Da)
         snaps = [snapshot(envs[j]) for j in slots]
         d0 = [box_goal_distance(envs[j]) for j in slots]
@@ -299,6 +375,9 @@ def _collect_block(den: PolicyDenoiser, cfg: PrefsConfig, envs: list, spares: li
             outs = res[r * n:(r + 1) * n]
             rec["obs"].append(hist[j].copy())
             rec["chunks"].append(cands[r].numpy())
+            if cfg.kind == "siblings":
+                rec["noisy"].append(noisy[r].numpy())
+                rec["noisy_t"].append(int(noisy_t[r]))
             for o in outs:
                 rec["utility"].append(chunk_utility(o["success_step"], d0[r], o["d_end"], horizon))
                 rec["progress"].append(d0[r] - o["d_end"])
@@ -338,7 +417,7 @@ def _counts(data: PreferenceData, margin: float) -> dict:
 
 #: collection settings that must agree for two preference files to be one data set
 _MERGE_KEYS = ("env", "level", "policy_samples", "perturbed", "perturb_std", "sample_eta", "lookahead", "tie_margin",
-               "max_episode_steps")
+               "max_episode_steps", "kind", "sibling_steps")
 
 
 def merge_preferences(parts: list[PreferenceData], train_only: list[bool] | None = None) -> PreferenceData:
@@ -362,6 +441,9 @@ def merge_preferences(parts: list[PreferenceData], train_only: list[bool] | None
                 or not np.allclose(d.perturb_std, ref.perturb_std):
             raise ValueError(f"merge: part {k} has candidates {d.source.tolist()} (perturb_std "
                              f"{d.perturb_std.tolist()}), part 0 has {ref.source.tolist()} ({ref.perturb_std.tolist()})")
+        if d.siblings != ref.siblings:
+            raise ValueError(f"merge: part {k} is a {'sibling' if d.siblings else 'chunk'} file, part 0 a "
+                             f"{'sibling' if ref.siblings else 'chunk'} file")
         cfg = d.meta.get("config") or {}
         bad = [f"{key}: {cfg.get(key)!r} vs. {ref_cfg.get(key)!r}" for key in _MERGE_KEYS
                if key in cfg and key in ref_cfg and cfg[key] != ref_cfg[key]]
@@ -373,7 +455,8 @@ def merge_preferences(parts: list[PreferenceData], train_only: list[bool] | None
                              "twice; collect with another prefs.seed")
     offsets = np.cumsum([0] + [int(p.episode.max()) + 1 if p.num_states else 0 for p in parts[:-1]])
     cat = {name: np.concatenate([getattr(p, name) for p in parts]) for name in
-           ("obs", "chunks", "utility", "progress", "chunk_return", "success_step", "step")}
+           ("obs", "chunks", "utility", "progress", "chunk_return", "success_step", "step")
+           + (_SIBLING_ARRAYS if ref.siblings else ())}
     cat["episode"] = np.concatenate([p.episode + off for p, off in zip(parts, offsets)])
     cat["heldout"] = np.concatenate([np.zeros_like(p.heldout) if t else p.heldout for p, t in zip(parts, train_only)])
     margin = float(ref_cfg.get("tie_margin", PrefsConfig.tie_margin))
@@ -391,4 +474,4 @@ def merge_preferences(parts: list[PreferenceData], train_only: list[bool] | None
 
 
 __all__ = ["RULE", "PreferenceData", "chunk_utility", "preference_pairs", "collect_preferences", "collect_block_job",
-           "merge_preferences"]
+           "merge_preferences", "sibling_candidates", "sibling_steps"]

@@ -65,15 +65,25 @@ def pair_scores(net: nn.Module, xw_t: Tensor, xl_t: Tensor, t: Tensor, cond: Ten
 @dataclass(frozen=True)
 class PairTensors:
     """Preference pairs as tensors: ``feat (S, F)`` observation features of every state, ``chunks (S, n, Tp,
-    Da)``, ``pairs (P, 3)`` long ``(state, winner, loser)``."""
+    Da)``, ``pairs (P, 3)`` long ``(state, winner, loser)``. Sibling pairs also carry ``steps (S,)``: their
+    chunks are already noisy, at that step (chunk pairs are clean and get noised)."""
 
     feat: Tensor
     chunks: Tensor
     pairs: Tensor
+    steps: Tensor | None = None
 
     def gather(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         s, w, l_ = self.pairs[idx].unbind(1)
         return self.feat[s], self.chunks[s, w], self.chunks[s, l_]
+
+    def step_of(self, idx: Tensor) -> Tensor | None:
+        """The step of pairs ``idx`` (sibling pairs), or None (chunk pairs: the caller draws one)."""
+        return None if self.steps is None else self.steps[self.pairs[idx, 0]]
+
+    def select(self, idx: Tensor) -> PairTensors:
+        """The pairs ``idx`` only (the states and chunks are shared, not copied)."""
+        return PairTensors(self.feat, self.chunks, self.pairs[idx], self.steps)
 
 
 def pair_tensors(critic: Critic, data: PreferenceData, margin: float, heldout: bool) -> PairTensors:
@@ -85,6 +95,9 @@ def pair_tensors(critic: Critic, data: PreferenceData, margin: float, heldout: b
     with torch.no_grad():
         feat = critic.obs_features(data.obs)
     dtype = feat.dtype
+    if data.siblings:
+        return PairTensors(feat, torch.as_tensor(data.noisy, dtype=dtype), torch.as_tensor(pairs),
+                           torch.as_tensor(data.noisy_t, dtype=torch.long))
     return PairTensors(feat, torch.as_tensor(data.chunks, dtype=dtype), torch.as_tensor(pairs))
 
 
@@ -122,13 +135,16 @@ def train_critic(critic: Critic, data: PreferenceData, cfg: CriticTrainConfig, m
 
     def batch_fn(step: int, gen: torch.Generator):
         idx = torch.randint(train_set.pairs.shape[0], (cfg.batch_size,), generator=gen)
-        return train_set.gather(idx)
+        return (*train_set.gather(idx), train_set.step_of(idx))
 
     def loss_fn(net: nn.Module, batch, gen: torch.Generator) -> Tensor:
-        feat, x_win, x_lose = batch
-        t = sample_timesteps(feat.shape[0], n_steps, cfg.timesteps, gen, cfg.logit_mean, cfg.logit_std)
-        t = t.to(feat.device)
-        xw_t, xl_t = noisy_pair(x_win, x_lose, t, schedule, gen)
+        feat, x_win, x_lose, t = batch
+        if t is None:     # chunk pairs: one drawn step per pair, independent noise per side
+            t = sample_timesteps(feat.shape[0], n_steps, cfg.timesteps, gen, cfg.logit_mean, cfg.logit_std)
+            t = t.to(feat.device)
+            xw_t, xl_t = noisy_pair(x_win, x_lose, t, schedule, gen)
+        else:             # sibling pairs: already noisy, at their own step
+            xw_t, xl_t = x_win, x_lose
         s_w, s_l = pair_scores(net, xw_t, xl_t, t, net.condition(feat))
         return bradley_terry_loss(s_w, s_l)
 
@@ -162,13 +178,39 @@ def pairwise_accuracy(critic: Critic, pairs: PairTensors, timesteps: list[int], 
                       batch: int = 4096, device: str | None = None) -> list[dict]:
     """Held-out pairwise accuracy per timestep: fraction of (pair, noise draw) with ``s_win > s_lose`` (ties
     count 1/2), with a normal-approximation 95% interval over pairs. ``device`` (None = the CPU) runs the
-    critic there; the noise is drawn on the CPU generator either way, so every device sees the same draws."""
+    critic there; the noise is drawn on the CPU generator either way, so every device sees the same draws.
+    Sibling pairs are scored as they are, at their own steps (``timesteps``, ``draws`` and ``seed`` unused)."""
     dev = torch.device(device or "cpu")
     net = critic.net.eval().to(dev)
     try:
+        if pairs.steps is not None:
+            return _sibling_accuracy(net, critic.policy.schedule, pairs, batch, dev)
         return _pairwise_accuracy(net, critic.policy.schedule, pairs, timesteps, draws, seed, batch, dev)
     finally:
         critic.net.to("cpu")     # the samplers run the critic on the CPU
+
+
+def _accuracy_row(per_pair: Tensor, t_val: int, schedule: G.GaussianSchedule) -> dict:
+    """Mean accuracy over pairs with a normal-approximation 95% interval."""
+    acc = float(per_pair.mean())
+    half = 1.96 * float(per_pair.std(unbiased=False)) / math.sqrt(max(per_pair.numel(), 1))
+    return {"t": int(t_val), "alpha_bar": float(schedule.alpha_bars[t_val]), "accuracy": acc,
+            "ci95": [max(0.0, acc - half), min(1.0, acc + half)], "pairs": int(per_pair.numel())}
+
+
+def _sibling_accuracy(net: nn.Module, schedule: G.GaussianSchedule, pairs: PairTensors, batch: int,
+                      dev: torch.device) -> list[dict]:
+    """Accuracy of sibling pairs at their own step (no noise to draw: the siblings are the noisy chunks), one
+    row per step present."""
+    correct = torch.zeros(pairs.pairs.shape[0], dtype=torch.float64)
+    for lo in range(0, pairs.pairs.shape[0], batch):
+        idx = torch.arange(lo, min(lo + batch, pairs.pairs.shape[0]))
+        feat, x_w, x_l = (v.to(dev) for v in pairs.gather(idx))
+        t = pairs.step_of(idx).to(dev)
+        s_w, s_l = pair_scores(net, x_w, x_l, t, net.condition(feat))
+        correct[idx] = ((s_w > s_l).double() + 0.5 * (s_w == s_l).double()).cpu()
+    steps = pairs.steps[pairs.pairs[:, 0]]
+    return [_accuracy_row(correct[steps == t_val], int(t_val), schedule) for t_val in torch.unique(steps).tolist()]
 
 
 def _pairwise_accuracy(net: nn.Module, schedule: G.GaussianSchedule, pairs: PairTensors, timesteps: list[int],
@@ -188,11 +230,7 @@ def _pairwise_accuracy(net: nn.Module, schedule: G.GaussianSchedule, pairs: Pair
                 xw_t, xl_t = noisy_pair(x_w, x_l, t, schedule, gen)
                 s_w, s_l = pair_scores(net, xw_t, xl_t, t, net.condition(feat))
                 correct[idx] += ((s_w > s_l).double() + 0.5 * (s_w == s_l).double()).cpu()
-        per_pair = correct / draws
-        acc = float(per_pair.mean())
-        half = 1.96 * float(per_pair.std(unbiased=False)) / math.sqrt(max(per_pair.numel(), 1))
-        out.append({"t": int(t_val), "alpha_bar": float(schedule.alpha_bars[t_val]), "accuracy": acc,
-                    "ci95": [max(0.0, acc - half), min(1.0, acc + half)], "pairs": int(per_pair.numel())})
+        out.append(_accuracy_row(correct / draws, t_val, schedule))
     return out
 
 
@@ -229,7 +267,7 @@ def accuracy_by_pair_kind(critic: Critic, data: PreferenceData, margin: float, t
         sel = np.flatnonzero(kinds == k)
         if sel.size == 0:
             continue
-        sub = PairTensors(held.feat, held.chunks, held.pairs[torch.as_tensor(sel)])
+        sub = held.select(torch.as_tensor(sel))
         rows += [{"kind": name, **r} for r in pairwise_accuracy(critic, sub, timesteps, draws, seed, device=device)]
     return rows
 

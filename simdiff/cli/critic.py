@@ -10,6 +10,7 @@ COMMAND = "critic"
 HELP = "DRM reward critic: preference data, Bradley-Terry training, step-wise sampling, step-wise GRPO"
 
 _METHODS = ("policy", "base", "terminal", "stepwise")
+_ENSEMBLE_HELP = "A,B,... (comma-separated) scores with the mean of several critics of the same policy"
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -64,7 +65,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     a = sub.add_parser("accuracy", help="held-out pairwise accuracy of a trained critic on a preference file, per "
                                         "diffusion step and per pair kind")
-    a.add_argument("critic", help="critic run directory or checkpoint")
+    a.add_argument("critic", help=f"critic run directory or checkpoint; {_ENSEMBLE_HELP}")
     a.add_argument("--prefs", required=True, help="preference file (its held-out episodes are scored)")
     a.add_argument("--t", default=None, help="comma list of diffusion steps (default: 10 evenly spaced from 0)")
     a.add_argument("--draws", type=int, default=4, help="noise draws per pair and step (default 4)")
@@ -78,7 +79,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     e = sub.add_parser("eval", help="evaluate base / terminal best-of-k / step-wise sampling on-policy")
     e.add_argument("critic", nargs="?", default=None,
-                   help="critic run directory or checkpoint (not needed for --method policy/base)")
+                   help=f"critic run directory or checkpoint (not needed for --method policy/base); {_ENSEMBLE_HELP}")
     _policy_arg(e)
     e.add_argument("--method", choices=_METHODS, default="stepwise",
                    help="policy: the policy's own sampler; base: stochastic DDIM without critic; terminal: best "
@@ -99,7 +100,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     _config_args(g)
     _policy_arg(g)
     g.add_argument("--mode", choices=("stepwise", "terminal"), required=True)
-    g.add_argument("--critic", default=None, help="critic run directory or checkpoint (required for stepwise)")
+    g.add_argument("--critic", default=None,
+                   help=f"critic run directory or checkpoint (required for stepwise); {_ENSEMBLE_HELP}")
     g.add_argument("--out", required=True, help="output directory: policy/ (fine-tuned), grpo.json")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     g.set_defaults(func=_grpo)
@@ -247,11 +249,11 @@ def _accuracy(args) -> int:
         _check_file_out(Path(args.out), args.overwrite)
     from policies.critic.config import PrefsConfig
     from policies.critic.preferences import PreferenceData
-    from policies.critic.scorer import Critic
+    from policies.critic.ensemble import load_critics
     from policies.critic.train import accuracy_by_pair_kind, pair_tensors, pairwise_accuracy
     from simdiff.utils.io import write_json
 
-    critic = Critic.load(args.critic)
+    critic = load_critics(args.critic)
     data = PreferenceData.load(args.prefs)
     want = (critic.policy.horizons[1], critic.policy.action_dim)
     if tuple(data.chunks.shape[2:]) != want:
@@ -293,13 +295,13 @@ def _eval(args) -> int:
     policy = _policy(args.policy)
 
     from policies.critic.config import CriticConfig, ExperimentConfig, SamplingConfig
-    from policies.critic.scorer import Critic
+    from policies.critic.ensemble import load_critics
     from simdiff.pipelines.critic import critic_cost, env_of, evaluate_method
     from simdiff.utils.io import write_json
 
     critic = None
     if args.critic is not None:
-        critic = Critic.load(args.critic)
+        critic = load_critics(args.critic)
         critic.policy = policy
     cfg = CriticConfig(sampling=SamplingConfig(k=args.k, eta=args.eta, inference_steps=args.ddim_steps),
                        experiment=ExperimentConfig(levels=(level,), episodes=args.episodes, seed=args.seed,
@@ -327,15 +329,15 @@ def _grpo(args) -> int:
         raise FileExistsError(f"--out {out} is not empty; pass --overwrite or choose another directory")
     policy = _policy(args.policy)
 
+    from policies.critic.ensemble import load_critics
     from policies.critic.grpo import run_grpo
-    from policies.critic.scorer import Critic
     from simdiff.pipelines.critic import env_of, grpo_eval_fn
     from simdiff.utils.io import write_json
     from simdiff.utils.run import record_run
 
     critic = None
     if args.critic is not None:
-        critic = Critic.load(args.critic)
+        critic = load_critics(args.critic)
         critic.policy = policy
     env_id = env_of(policy)
     g = cfg.grpo

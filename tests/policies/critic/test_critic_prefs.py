@@ -258,3 +258,78 @@ def test_staging_distance_is_zero_behind_the_box():
     state[[4, 5]] = stage  # qpos: box x, y, z, yaw, then the pusher's x, y slides
     base.set_state(state)
     assert np.allclose(base.pusher_pos, stage) and staging_distance(env) < 1e-9
+
+
+# ------------------------------------------------------------------------------------------- sibling pairs
+def _sibling_cfg(**kw) -> PrefsConfig:
+    base = dict(level=3, episodes=3, policy_samples=3, perturbed=0, batch_envs=2, max_episode_steps=9,
+                heldout_fraction=0.3, tie_margin=0.0, lookahead=1, kind="siblings", sibling_steps=(24, 12))
+    return PrefsConfig(**{**base, **kw})
+
+
+def test_siblings_share_their_chain_until_the_branch_and_complete_deterministically(tiny_policy):
+    import torch
+
+    from policies.critic.preferences import sibling_candidates
+
+    den = PolicyDenoiser(tiny_policy)
+    plan = den.plan()
+    cfg = _sibling_cfg(sibling_steps=tuple(tp for _, tp in plan if 0 <= tp)[:2])
+    hist = np.random.default_rng(0).normal(size=(3, 2, 20)).astype(np.float32)
+
+    def gens():
+        return [torch.Generator().manual_seed(100 + i) for i in range(3)]
+
+    clean, noisy, t_prev = sibling_candidates(den, cfg, hist, gens())
+    assert clean.shape == noisy.shape == (3, 3, 8, 2) and t_prev.shape == (3,)
+    assert set(t_prev.tolist()) <= set(cfg.sibling_steps)
+    again = sibling_candidates(den, cfg, hist, gens())
+    assert torch.equal(again[0], clean) and torch.equal(again[1], noisy)        # seeded per state
+    cond = den.condition(den.obs_features(hist))
+    for s in range(3):
+        sib = noisy[s]
+        assert not torch.allclose(sib[0], sib[1])                              # distinct branch noise
+        # each clean chunk is the deterministic DDIM completion of its noisy sibling
+        x, start = sib.clone(), [tp for _, tp in plan].index(int(t_prev[s])) + 1
+        with torch.no_grad():
+            for t, tp in plan[start:]:
+                x = den.step_mean_std(den.predict(x, t, cond[s:s + 1].expand(3, -1)), x, t, tp, 0.0)[0]
+        torch.testing.assert_close(x, clean[s], rtol=1e-5, atol=1e-6)
+        # before the branch the rows were one chain: the same x_t gives the same step mean for every sibling,
+        # so the siblings minus their mean are pure branch noise of the step's std
+        spread = (sib - sib.mean(0)).std()
+        t_branch = plan[start - 1][0]
+        std = den.step_std(t_branch, int(t_prev[s]), cfg.sample_eta)
+        assert 0.4 * std < float(spread) < 1.5 * std
+
+
+def test_sibling_collection_round_trips_and_merges(tmp_path, tiny_policy):
+    den = PolicyDenoiser(tiny_policy)
+    plan_steps = [tp for _, tp in den.plan() if tp >= 0]
+    cfg = _sibling_cfg(sibling_steps=tuple(plan_steps[:2]))
+    data = collect_preferences(den, cfg, show_progress=False)
+    assert data.siblings and data.noisy.shape == data.chunks.shape
+    assert set(np.unique(data.noisy_t).tolist()) <= set(cfg.sibling_steps)
+    assert (data.source == 0).all() and data.meta["config"]["kind"] == "siblings"
+    data.save(tmp_path / "s.npz")
+    back = PreferenceData.load(tmp_path / "s.npz")
+    assert back.siblings and np.array_equal(back.noisy, data.noisy) and np.array_equal(back.noisy_t, data.noisy_t)
+    other = collect_preferences(den, replace(cfg, seed=cfg.seed + 1000), show_progress=False)
+    merged = merge_preferences([data, other])
+    assert merged.siblings and merged.num_states == data.num_states + other.num_states
+    assert np.array_equal(merged.noisy_t, np.concatenate([data.noisy_t, other.noisy_t]))
+    chunks = collect_preferences(den, PrefsConfig(level=3, episodes=2, policy_samples=3, perturbed=0, batch_envs=2,
+                                                  max_episode_steps=9, tie_margin=0.0), show_progress=False)
+    with pytest.raises(ValueError, match="sibling"):
+        merge_preferences([data, chunks])
+
+
+def test_sibling_settings_are_checked(tiny_policy):
+    with pytest.raises(ValueError, match="perturbed"):
+        PrefsConfig(kind="siblings", perturbed=2)
+    with pytest.raises(ValueError, match="sample_eta"):
+        PrefsConfig(kind="siblings", perturbed=0, sample_eta=0.0)
+    with pytest.raises(ValueError, match="kind"):
+        PrefsConfig(kind="pairs")
+    with pytest.raises(ValueError, match="sibling_steps"):   # 7 is no step of the 4-step plan
+        collect_preferences(PolicyDenoiser(tiny_policy), _sibling_cfg(sibling_steps=(7,)), show_progress=False)

@@ -177,3 +177,37 @@ def test_accuracy_by_pair_kind_splits_the_heldout_pairs(tiny_policy):
     assert all(r["accuracy"] > 0.9 for r in at0)
     with pytest.raises(ValueError, match="shape"):
         pair_kinds(data.source, pairs[:, :2])
+
+
+def synthetic_siblings(n_states=160, seed=0, Tp=8, steps=(5, 30)) -> PreferenceData:
+    """Sibling data: four noisy candidates per state at one of ``steps``; the one whose mean over the chunk is
+    larger wins (a preference the noise level does not hide). ``chunks`` hold unrelated clean values, so a
+    critic that read them instead of the noisy siblings would learn nothing."""
+    rng = np.random.default_rng(seed)
+    noisy = rng.normal(size=(n_states, 4, Tp, 2)).astype(np.float32)
+    utility = noisy.mean(axis=(2, 3)).astype(np.float32)
+    zeros = np.zeros((n_states, 4), np.float32)
+    return PreferenceData(obs=rng.normal(size=(n_states, 2, 20)).astype(np.float32),
+                          chunks=rng.normal(size=noisy.shape).astype(np.float32), utility=utility, progress=zeros,
+                          chunk_return=zeros, success_step=np.full((n_states, 4), -1, np.int32),
+                          source=np.zeros(4, np.int8), perturb_std=np.zeros(4, np.float32),
+                          episode=np.arange(n_states), step=np.zeros(n_states, np.int32),
+                          heldout=np.arange(n_states) >= int(0.75 * n_states), noisy=noisy,
+                          noisy_t=np.asarray(steps, np.int32)[np.arange(n_states) % len(steps)])
+
+
+def test_critic_learns_sibling_pairs_at_their_own_steps(tmp_path, tiny_policy):
+    data = synthetic_siblings()
+    critic = Critic.from_policy(tiny_policy, CriticModelConfig(drop_blocks=2, head_channels=16, head_hidden=32,
+                                                               pool="mean"))
+    cfg = CriticTrainConfig(steps=150, batch_size=64, lr=1e-2, warmup_steps=10, ema_max_decay=0.9, log_every=50,
+                            ckpt_every=0, eval_timesteps=5, eval_noise_draws=2)
+    res = train_critic(critic, data, cfg, margin=0.0, out_dir=tmp_path / "run", show_progress=False)
+    # one accuracy row per sibling step, each measured on that step's held-out pairs
+    assert [r["t"] for r in res.accuracy] == [5, 30]
+    held = pair_tensors(critic, data, 0.0, heldout=True)
+    assert sum(r["pairs"] for r in res.accuracy) == held.pairs.shape[0]
+    assert all(r["accuracy"] >= 0.85 for r in res.accuracy), res.accuracy
+    # the sibling pairs are the noisy candidates: the clean completions are not what is scored
+    assert torch.equal(held.chunks, torch.as_tensor(data.noisy))
+    assert held.step_of(torch.arange(3)).tolist() == data.noisy_t[held.pairs[:3, 0].numpy()].tolist()
