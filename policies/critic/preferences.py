@@ -250,6 +250,10 @@ def sibling_candidates(den: PolicyDenoiser, cfg: PrefsConfig, hist: np.ndarray,
     plan, branch_at = den.plan(), sibling_steps(den, cfg)
     branch = [branch_at[int(torch.randint(len(branch_at), (1,), generator=g))] for g in gens]
     cond = den.condition(den.obs_features(hist)).repeat_interleave(n, 0)
+
+    def rows(j: int) -> slice:      # the n rows of state j
+        return slice(j * n, (j + 1) * n)
+
     with torch.no_grad():
         x = torch.cat([row_randn(g, 1, shape, den.dtype).expand(n, *shape) for g in gens])
         noisy = torch.empty_like(x)
@@ -258,14 +262,14 @@ def sibling_candidates(den: PolicyDenoiser, cfg: PrefsConfig, hist: np.ndarray,
             mean, std = den.step_mean_std(out, x, t, t_prev, cfg.sample_eta)
             mean0, _ = den.step_mean_std(out, x, t, t_prev, 0.0)
             steps = []
-            for l, g in enumerate(gens):
-                if i < branch[l]:        # before the branch: one draw, shared by the state's rows
-                    steps.append(mean[l * n:(l + 1) * n] + std[l * n] * row_randn(g, 1, shape, den.dtype))
-                elif i == branch[l]:     # the branch: n independent draws
-                    steps.append(mean[l * n:(l + 1) * n] + std[l * n] * row_randn(g, n, shape, den.dtype))
-                    noisy[l * n:(l + 1) * n] = steps[-1]
+            for j, g in enumerate(gens):
+                if i < branch[j]:        # before the branch: one draw, shared by the state's rows
+                    steps.append(mean[rows(j)] + std[j * n] * row_randn(g, 1, shape, den.dtype))
+                elif i == branch[j]:     # the branch: n independent draws
+                    steps.append(mean[rows(j)] + std[j * n] * row_randn(g, n, shape, den.dtype))
+                    noisy[rows(j)] = steps[-1]
                 else:                    # after it: deterministic completion
-                    steps.append(mean0[l * n:(l + 1) * n])
+                    steps.append(mean0[rows(j)])
             x = torch.cat(steps)
     t_prev = torch.tensor([plan[b][1] for b in branch], dtype=torch.long)
     return x.view(L, n, *shape), noisy.view(L, n, *shape), t_prev

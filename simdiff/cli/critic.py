@@ -248,8 +248,8 @@ def _accuracy(args) -> int:
     if args.out:
         _check_file_out(Path(args.out), args.overwrite)
     from policies.critic.config import PrefsConfig
-    from policies.critic.preferences import PreferenceData
     from policies.critic.ensemble import load_critics
+    from policies.critic.preferences import PreferenceData
     from policies.critic.train import accuracy_by_pair_kind, pair_tensors, pairwise_accuracy
     from simdiff.utils.io import write_json
 
