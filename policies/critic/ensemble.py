@@ -14,6 +14,7 @@ sum of its members'). It is assembled from saved critics (:func:`load_critics`),
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -71,9 +72,8 @@ def ensemble_critic(critics: list[Critic]) -> Critic:
     """One :class:`Critic` whose score is the mean of ``critics``' (all made from the same base policy)."""
     if len(critics) == 1:
         return critics[0]
-    ref = _policy_identity(critics[0])
     for i, c in enumerate(critics[1:], start=1):
-        if _policy_identity(c) != ref:
+        if not same_policy(c, critics[0]):
             raise ValueError(f"critics[{i}] ({c.source}): expected a critic of the same base policy as "
                              f"{critics[0].source} (same config, normalizers and dataset), received another")
     first = critics[0]
@@ -92,9 +92,13 @@ def load_critics(spec: str | os.PathLike | list) -> Critic:
     return ensemble_critic([Critic.load(Path(str(p).strip())) for p in paths])
 
 
-def _policy_identity(c: Critic) -> tuple:
-    meta = c.policy_meta
-    return (repr(meta.get("config")), repr(meta.get("normalizers")), repr(meta.get("dataset")))
+def same_policy(a: Critic, b: Critic) -> bool:
+    """Whether two critics were made from the same base policy (its config, normalizers and dataset)."""
+    def identity(c: Critic) -> str:   # as JSON, so a saved critic (lists) and a fresh one (tuples) compare
+        return json.dumps({k: c.policy_meta.get(k) for k in ("config", "normalizers", "dataset")}, sort_keys=True,
+                          default=str)
+
+    return identity(a) == identity(b)
 
 
-__all__ = ["EnsembleNet", "ensemble_critic", "load_critics"]
+__all__ = ["EnsembleNet", "ensemble_critic", "load_critics", "same_policy"]

@@ -60,6 +60,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--prefs", required=True, help="preference file written by `simdiff critic prefs`")
     t.add_argument("--out", required=True, help="run directory; the critic checkpoint goes to OUT/critic")
     t.add_argument("--overwrite", action="store_true", help="delete an existing --out and start over")
+    t.add_argument("--init", default=None, metavar="CRITIC",
+                   help="start from this trained critic's weights (same base policy and model settings) instead of "
+                        "the policy's blocks and a fresh head, e.g. to fine-tune a chunk critic on sibling pairs")
     _device_arg(t)
     t.set_defaults(func=_train)
 
@@ -218,9 +221,21 @@ def _train(args) -> int:
     if args.overwrite and out.exists():
         shutil.rmtree(out)
     record_run(out, cfg, seed=cfg.train.seed, command=["simdiff", *sys.argv[1:]],
-               extra={"policy": str(args.policy), "prefs": str(args.prefs)})
-    res = train_critic(Critic.from_policy(policy, cfg.model), data, cfg.train, cfg.prefs.tie_margin, out,
-                       device=args.device)
+               extra={"policy": str(args.policy), "prefs": str(args.prefs), "init": args.init})
+    critic = Critic.from_policy(policy, cfg.model)
+    if args.init is not None:
+        from policies.critic.ensemble import same_policy
+
+        start = Critic.load(args.init)
+        if not same_policy(start, critic):
+            raise ValueError(f"--init {args.init}: expected a critic of the base policy {args.policy}, received one "
+                             "of another policy")
+        try:
+            critic.net.load_state_dict(start.net.state_dict())
+        except RuntimeError as exc:
+            raise ValueError(f"--init {args.init}: its network does not match this config's model settings "
+                             f"({str(exc).splitlines()[0]})") from None
+    res = train_critic(critic, data, cfg.train, cfg.prefs.tie_margin, out, device=args.device)
     plot_accuracy({"critic": res.accuracy}, out / "accuracy_vs_t.png")
     print(f"{out / 'critic'}: final loss {res.final_loss:.4f}, {res.wall_time:.0f} s")
     for r in res.accuracy:

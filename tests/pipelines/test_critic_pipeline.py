@@ -128,6 +128,34 @@ def test_prefs_train_eval_commands(tmp_path, tiny_policy_dir, capsys):
     assert "--t: expected steps in [0, 49]" in capsys.readouterr().err
 
 
+def test_sibling_prefs_init_and_ensemble_commands(tmp_path, tiny_policy_dir, capsys):
+    pol = ["--policy", str(tiny_policy_dir)]
+    chunks, sib = tmp_path / "p.npz", tmp_path / "s.npz"
+    assert main(["critic", "prefs", str(TINY), *pol, "--out", str(chunks)]) == 0
+    assert main(["critic", "train", str(TINY), *pol, "--prefs", str(chunks), "--out", str(tmp_path / "c")]) == 0
+    sets = ["--set", "prefs.kind=siblings", "--set", "prefs.perturbed=0", "--set", "prefs.policy_samples=3",
+            "--set", "prefs.sibling_steps=[25]"]
+    assert main(["critic", "prefs", str(TINY), *pol, "--out", str(sib), *sets]) == 0
+    # fine-tune the chunk critic on the sibling pairs: it starts from the chunk critic's weights
+    assert main(["critic", "train", str(TINY), *pol, "--prefs", str(sib), "--out", str(tmp_path / "cs"),
+                 "--init", str(tmp_path / "c")]) == 0
+    from simdiff.utils.io import read_json
+
+    assert read_json(tmp_path / "cs" / "run.json")["init"] == str(tmp_path / "c")
+    acc = tmp_path / "acc.json"
+    both = f"{tmp_path / 'c'},{tmp_path / 'cs'}"
+    assert main(["critic", "accuracy", both, "--prefs", str(sib), "--out", str(acc)]) == 0
+    assert [row["t"] for row in read_json(acc)["accuracy"]] == [25]        # sibling pairs: at their own step
+    res = tmp_path / "e.json"
+    assert main(["critic", "eval", both, *pol, "--method", "stepwise", "--k", "2", "--episodes", "2", "--level", "1",
+                 "--batch-size", "2", "--out", str(res)]) == 0
+    assert read_json(res)["critic_evals_per_chunk"] == pytest.approx(4.0)
+    # a critic of another model size cannot be the starting point
+    assert main(["critic", "train", str(TINY), *pol, "--prefs", str(sib), "--out", str(tmp_path / "bad"),
+                 "--init", str(tmp_path / "c"), "--set", "model.head_hidden=8"]) == 2
+    assert "does not match this config's model settings" in capsys.readouterr().err
+
+
 def test_merge_command(tmp_path, tiny_policy_dir, capsys):
     pol = ["--policy", str(tiny_policy_dir)]
     a, b, m = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "m.npz"
