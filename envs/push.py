@@ -57,6 +57,11 @@ STATE_NAMES = ("pusher_x", "pusher_y", "pusher_vx", "pusher_vy", "box_x", "box_y
                "box_sin4yaw", "box_vx", "box_vy", "goal_x", "goal_y")
 STATE_DIM = len(STATE_NAMES)
 _NOISY = STATE_DIM - 2  # the goal is known exactly
+#: The reflection y -> -y maps the task onto itself: the nominal layout lies on the x axis, the start and goal
+#: discs, the box yaw and the pusher's start side are drawn symmetrically, the box is square and the domain
+#: parameters are scalars. Signs of the state entries and of the action under it (the context is unchanged).
+MIRROR_STATE_SIGN = (1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1)
+MIRROR_ACTION_SIGN = (1, -1)
 
 # qpos / qvel layout of push.xml
 _BOX_X, _BOX_Y, _BOX_Z, _BOX_YAW, _PUSH_X, _PUSH_Y = range(6)
@@ -136,6 +141,9 @@ class PushEnv(gym.Env):
         self._context = np.zeros(ctx_dim, dtype=np.float32)
         self._obs_template = np.zeros(STATE_DIM + ctx_dim, dtype=np.float32)
         self._set_goal(GOAL_NOMINAL)
+        #: the task's mirror symmetry as per-entry signs of observation and action (None where a world has none)
+        self.mirror = {"obs": np.array(MIRROR_STATE_SIGN + (1,) * ctx_dim, dtype=np.float32),
+                       "action": np.array(MIRROR_ACTION_SIGN, dtype=np.float32)}
         self._bx = self._by = 0.0
         self._scale = MAX_SPEED
         self._buf = np.zeros((1, 2))

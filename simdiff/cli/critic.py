@@ -77,6 +77,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--seed", type=int, default=0, help="noise seed (default 0, as in training)")
     a.add_argument("--out", default=None, help="result JSON (default: print only)")
     a.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _mirror_arg(a)
     _device_arg(a)
     a.set_defaults(func=_accuracy)
 
@@ -97,6 +98,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--batch-size", type=int, default=100, help="envs stepped together (default 100)")
     e.add_argument("--out", default=None, help="result JSON (default: print only)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _mirror_arg(e)
     e.set_defaults(func=_eval)
 
     g = sub.add_parser("grpo", help="fine-tune the policy with step-wise (critic) or terminal-reward GRPO")
@@ -107,6 +109,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help=f"critic run directory or checkpoint (required for stepwise); {_ENSEMBLE_HELP}")
     g.add_argument("--out", required=True, help="output directory: policy/ (fine-tuned), grpo.json")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _mirror_arg(g)
     g.set_defaults(func=_grpo)
 
     x = sub.add_parser("experiments", help="all stages with report.md, metrics.json and plots (resumable)",
@@ -126,6 +129,31 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def _mirror_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mirror", action="store_true",
+                   help="average every score over the world's mirror symmetry (Push-v0: y -> -y), which removes "
+                        "any part of the critic that the symmetry says must be zero (two critic calls per score)")
+
+
+def _critic(spec: str, mirror: bool, policy=None):
+    """The critic (or ensemble) of ``spec``, on ``policy``'s normalization when given, mirror-averaged if asked."""
+    from policies.critic.ensemble import load_critics
+
+    critic = load_critics(spec)
+    if policy is not None:
+        critic.policy = policy
+    if not mirror:
+        return critic
+    from policies.critic.symmetry import env_mirror, mirror_critic
+    from simdiff.pipelines.critic import env_of
+
+    env_id = env_of(critic.policy)
+    sym = env_mirror(env_id)
+    if sym is None:
+        raise ValueError(f"--mirror: the world {env_id} declares no mirror symmetry (env.unwrapped.mirror)")
+    return mirror_critic(critic, sym)
+
+
 def _load_cfg(args):
     from policies.critic.config import load_critic_config
     from simdiff.config import parse_overrides
@@ -263,12 +291,11 @@ def _accuracy(args) -> int:
     if args.out:
         _check_file_out(Path(args.out), args.overwrite)
     from policies.critic.config import PrefsConfig
-    from policies.critic.ensemble import load_critics
     from policies.critic.preferences import PreferenceData
     from policies.critic.train import accuracy_by_pair_kind, pair_tensors, pairwise_accuracy
     from simdiff.utils.io import write_json
 
-    critic = load_critics(args.critic)
+    critic = _critic(args.critic, args.mirror)
     data = PreferenceData.load(args.prefs)
     want = (critic.policy.horizons[1], critic.policy.action_dim)
     if tuple(data.chunks.shape[2:]) != want:
@@ -310,14 +337,10 @@ def _eval(args) -> int:
     policy = _policy(args.policy)
 
     from policies.critic.config import CriticConfig, ExperimentConfig, SamplingConfig
-    from policies.critic.ensemble import load_critics
     from simdiff.pipelines.critic import critic_cost, env_of, evaluate_method
     from simdiff.utils.io import write_json
 
-    critic = None
-    if args.critic is not None:
-        critic = load_critics(args.critic)
-        critic.policy = policy
+    critic = _critic(args.critic, args.mirror, policy) if args.critic is not None else None
     cfg = CriticConfig(sampling=SamplingConfig(k=args.k, eta=args.eta, inference_steps=args.ddim_steps),
                        experiment=ExperimentConfig(levels=(level,), episodes=args.episodes, seed=args.seed,
                                                    batch_size=args.batch_size))
@@ -344,16 +367,12 @@ def _grpo(args) -> int:
         raise FileExistsError(f"--out {out} is not empty; pass --overwrite or choose another directory")
     policy = _policy(args.policy)
 
-    from policies.critic.ensemble import load_critics
     from policies.critic.grpo import run_grpo
     from simdiff.pipelines.critic import env_of, grpo_eval_fn
     from simdiff.utils.io import write_json
     from simdiff.utils.run import record_run
 
-    critic = None
-    if args.critic is not None:
-        critic = load_critics(args.critic)
-        critic.policy = policy
+    critic = _critic(args.critic, args.mirror, policy) if args.critic is not None else None
     env_id = env_of(policy)
     g = cfg.grpo
 
@@ -365,7 +384,7 @@ def _grpo(args) -> int:
                   f"rollout success {rec['rollout_success']:.2f}", file=sys.stderr, flush=True)
 
     record_run(out, cfg, seed=g.seed, command=["simdiff", *sys.argv[1:]],
-               extra={"policy": str(args.policy), "critic": args.critic, "mode": args.mode})
+               extra={"policy": str(args.policy), "critic": args.critic, "mirror": args.mirror, "mode": args.mode})
     res = run_grpo(policy, g, args.mode, env_id=env_id, critic=critic, eval_fn=eval_fn,
                    inference_steps=cfg.sampling.inference_steps,
                    max_episode_steps=cfg.experiment.max_episode_steps, on_log=log)
