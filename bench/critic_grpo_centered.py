@@ -22,14 +22,15 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ROOT = Path(__file__).resolve().parents[1]
 
+from policies.critic.model import CriticNetView  # noqa: E402  (after the path insert)
 
-class CenteredNet(nn.Module):
+
+class CenteredNet(CriticNetView):
     """``score(x, o) - mean_k score(x, o_k)`` for fixed reference conditions ``ref (K, C)``."""
 
     def __init__(self, net: nn.Module, ref: Tensor):
-        super().__init__()
+        super().__init__(net)
         self.net, self.ref = net, ref
-        self.obs_feat_dim, self.action_dim, self.task_embed = net.obs_feat_dim, net.action_dim, net.task_embed
 
     def condition(self, obs_feat: Tensor, task: Tensor | None = None) -> Tensor:
         return self.net.condition(obs_feat, task)

@@ -21,17 +21,17 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from policies.critic.model import CriticNet
+from policies.critic.model import CriticNet, CriticNetView
 from policies.critic.scorer import Critic
 
 
-class EnsembleNet(nn.Module):
+class EnsembleNet(CriticNetView):
     """``(x_t (B, Tp, Da), t (B,), obs_feat (B, F), task (B,) | None) -> mean member score (B,)``."""
 
     def __init__(self, members: list[CriticNet]):
-        super().__init__()
         if len(members) < 2:
             raise ValueError(f"members: expected at least 2 critic networks, received {len(members)}")
+        super().__init__(members[0])
         first = members[0]
         for i, m in enumerate(members[1:], start=1):
             got = (m.obs_feat_dim, m.action_dim, m.task_embed is None)
@@ -40,9 +40,6 @@ class EnsembleNet(nn.Module):
                 raise ValueError(f"members[{i}]: expected (obs_feat_dim, action_dim, no task embedding) = {want} "
                                  f"as members[0], received {got}")
         self.members = nn.ModuleList(members)
-        self.obs_feat_dim = first.obs_feat_dim
-        self.action_dim = first.action_dim
-        self.task_embed = first.task_embed     # read for its presence only (the cost count builds task ids)
         with torch.no_grad():   # each member's condition width, to split the concatenated condition
             dtype = next(first.parameters()).dtype
             probe = None if first.task_embed is None else torch.zeros(1, dtype=torch.long)
@@ -63,9 +60,6 @@ class EnsembleNet(nn.Module):
 
     def score_cond(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         return self.member_scores(x, t, cond).mean(dim=0)
-
-    def forward(self, x: Tensor, t: Tensor, obs_feat: Tensor, task: Tensor | None = None) -> Tensor:
-        return self.score_cond(x, t, self.condition(obs_feat, task))
 
 
 def ensemble_critic(critics: list[Critic]) -> Critic:

@@ -150,6 +150,21 @@ class CriticNet(nn.Module):
         return self.score_cond(x, t, self.condition(obs_feat, task))
 
 
+class CriticNetView(nn.Module):
+    """Base of networks made from a critic network (ensembles, mirror averages): they keep
+    :class:`CriticNet`'s interface -- ``obs_feat_dim``, ``action_dim``, ``task_embed`` from ``inner`` and
+    ``forward`` = ``score_cond(x, t, condition(obs_feat, task))`` -- and define ``condition`` and
+    ``score_cond`` themselves, so samplers, GRPO, accuracy and the cost count use them unchanged."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.obs_feat_dim, self.action_dim = inner.obs_feat_dim, inner.action_dim
+        self.task_embed = inner.task_embed     # read for its presence (the cost count builds task ids)
+
+    def forward(self, x: Tensor, t: Tensor, obs_feat: Tensor, task: Tensor | None = None) -> Tensor:
+        return self.score_cond(x, t, self.condition(obs_feat, task))
+
+
 def _feature_channels(ops: list[Op]) -> int:
     """Channels of the features read after the last op (the last residual block's output width)."""
     for kind, mod in reversed(ops):
@@ -200,5 +215,5 @@ def critic_cost_ratio(policy_net: nn.Module, critic: CriticNet, horizon: int) ->
     return crit / max(den, 1)
 
 
-__all__ = ["CriticNet", "critic_from_policy_net", "unet_program", "truncate_program", "run_program",
+__all__ = ["CriticNet", "CriticNetView", "critic_from_policy_net", "unet_program", "truncate_program", "run_program",
            "film_input", "count_blocks", "count_flops", "critic_cost_ratio"]

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from policies.critic.model import CriticNetView
 from policies.critic.scorer import Critic
 
 
@@ -51,15 +52,14 @@ def affine_sign_map(fn: Callable[[np.ndarray], np.ndarray], sign: np.ndarray, sh
     return a.astype(np.float32), b.astype(np.float32)
 
 
-class MirrorNet(nn.Module):
+class MirrorNet(CriticNetView):
     """A critic network averaged over a reflection: ``CriticNet``'s interface (``condition``, ``score_cond``,
     ``forward``, ``obs_feat_dim``, ``action_dim``, ``task_embed``)."""
 
     def __init__(self, net: nn.Module, feat_sign: Tensor, feat_offset: Tensor, act_sign: Tensor,
                  act_offset: Tensor, alpha_bars: Tensor):
-        super().__init__()
+        super().__init__(net)
         self.net = net
-        self.obs_feat_dim, self.action_dim, self.task_embed = net.obs_feat_dim, net.action_dim, net.task_embed
         for name, v in (("feat_sign", feat_sign), ("feat_offset", feat_offset), ("act_sign", act_sign),
                         ("act_offset", act_offset), ("alpha_bars", alpha_bars)):
             self.register_buffer(name, v.clone(), persistent=False)
@@ -79,9 +79,6 @@ class MirrorNet(nn.Module):
             raise ValueError(f"cond: expected (B, 2 C) from MirrorNet.condition, received {tuple(cond.shape)}")
         c, cm = cond.chunk(2, dim=1)
         return 0.5 * (self.net.score_cond(x, t, c) + self.net.score_cond(self.mirror_chunk(x, t), t, cm))
-
-    def forward(self, x: Tensor, t: Tensor, obs_feat: Tensor, task: Tensor | None = None) -> Tensor:
-        return self.score_cond(x, t, self.condition(obs_feat, task))
 
 
 def env_mirror(env_id: str) -> dict[str, np.ndarray] | None:
