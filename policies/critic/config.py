@@ -186,6 +186,11 @@ class GrpoConfig:
     #: what the critic scores in step-wise GRPO: the noisy candidate x_{t_prev} at t_prev ("noisy", DRM) or the
     #: clean chunk the denoiser predicts from it, at t = 0 ("x0"; one more denoiser call per candidate)
     stepwise_score: Literal["noisy", "x0"] = "noisy"
+    #: whose sampler branches the step-wise candidate groups: "policy" (the network being tuned, on-policy as in
+    #: DRM) or "reference" (the frozen starting network; the PPO ratio is then taken against it, so the clip
+    #: bounds how far the tuned steps may move from the samples the critic was trained on). States are the
+    #: tuned policy's own either way.
+    stepwise_sampler: Literal["policy", "reference"] = "policy"
     min_train_std: float = 0.05   #: DDIM steps with a smaller std are not trained (ill-conditioned ratios)
     stepwise_max_t: int | None = None  #: step-wise GRPO branches only steps with t_prev <= this (None: all);
     #: above it a weak critic scores near-pure noise at chance, and its advantages would only add noise
@@ -216,6 +221,9 @@ class GrpoConfig:
         check_range("grpo.adv_eps", self.adv_eps, lo=0.0, lo_open=True)
         if self.stepwise_score not in ("noisy", "x0"):
             raise ValueError(f"grpo.stepwise_score: expected 'noisy' or 'x0', received {self.stepwise_score!r}")
+        if self.stepwise_sampler not in ("policy", "reference"):
+            raise ValueError(f"grpo.stepwise_sampler: expected 'policy' or 'reference', "
+                             f"received {self.stepwise_sampler!r}")
         if self.adv_norm not in ("group", "batch"):
             raise ValueError(f"grpo.adv_norm: expected 'group' or 'batch', received {self.adv_norm!r}")
         check_range("grpo.min_train_std", self.min_train_std, lo=0.0)

@@ -13,6 +13,10 @@ nearly deterministic DDIM steps, where a tiny mean change is a huge ratio) are s
   draw ``k`` candidates from the SAME ``x_t``, score each with the critic at ``t_prev``, and use
   ``A = (s - mean_group) / std_group`` as the advantage of each candidate step. The chain continues from a
   uniformly drawn candidate, so the visited ``x_t`` follow the policy's own sampler.
+  With ``stepwise_sampler="reference"`` the groups are branched by the frozen reference network instead
+  (states still come from the tuned policy's rollouts) and ``logp_old`` is the reference's: the PPO ratio is
+  ``p_theta / p_ref`` and its clip is a trust region around the chunks the critic was trained on, which an
+  on-policy chain leaves behind as the policy drifts.
 * **Terminal GRPO** (baseline): groups of ``k`` episodes from the same start state (same env seed, different
   sampler noise); reward ``R = success + return_weight * return``; ``A = (R - mean_group) / std_group`` is
   given to every stochastic step of every chunk of the episode.
@@ -152,6 +156,11 @@ class Rollouts:
     logp: Tensor
     episode: Tensor
     env_steps: int = 0
+    #: with ``keep_states``: per chunk, the simulator snapshot, observation history ``(C, To, Do)`` and box-goal
+    #: distance ``(C,)`` at its replanning point (what a simulator-backed scorer replays candidates from)
+    snaps: list | None = None
+    hist: np.ndarray | None = None
+    d0: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -175,9 +184,11 @@ def sample_chain(den: PolicyDenoiser, cond: Tensor, eta: float, generators: list
 
 
 def collect_rollouts(den: PolicyDenoiser, env_id: str, level: int | str, env_seeds: list[int], noise_seeds: list[int],
-                     eta: float, max_episode_steps: int | None = None) -> Rollouts:
-    """One episode per ``env_seeds[i]`` (sampler noise from ``noise_seeds[i]``), all envs stepped together."""
+                     eta: float, max_episode_steps: int | None = None, keep_states: bool = False) -> Rollouts:
+    """One episode per ``env_seeds[i]`` (sampler noise from ``noise_seeds[i]``), all envs stepped together;
+    ``keep_states`` also records each chunk's simulator snapshot, history and box-goal distance."""
     from envs import make
+    from policies.critic.sim_state import box_goal_distance, snapshot
 
     n = len(env_seeds)
     kw = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
@@ -190,6 +201,7 @@ def collect_rollouts(den: PolicyDenoiser, env_id: str, level: int | str, env_see
     live = np.ones(n, dtype=bool)
     success, returns, lengths = np.zeros(n, bool), np.zeros(n), np.zeros(n, np.int64)
     feats, chains, logps, eps_idx = [], [], [], []
+    snaps, hists, d0s = [], [], []
     try:
         for i, (env, s) in enumerate(zip(envs, env_seeds)):
             obs, _ = env.reset(seed=int(s))
@@ -205,6 +217,10 @@ def collect_rollouts(den: PolicyDenoiser, env_id: str, level: int | str, env_see
                 chains.append(chain)
                 logps.append(lp)
                 eps_idx.append(torch.as_tensor(need))
+                if keep_states:
+                    snaps += [snapshot(envs[i]) for i in need.tolist()]
+                    hists.append(hist[need].copy())
+                    d0s += [box_goal_distance(envs[i]) for i in need.tolist()]
             for i in np.flatnonzero(live).tolist():
                 obs, r, term, trunc, info = envs[i].step(queue[i, pos[i]])
                 pos[i] += 1
@@ -216,8 +232,9 @@ def collect_rollouts(den: PolicyDenoiser, env_id: str, level: int | str, env_see
     finally:
         for e in envs:
             e.close()
+    kept = dict(snaps=snaps, hist=np.concatenate(hists), d0=np.asarray(d0s)) if keep_states else {}
     return Rollouts(success, returns, lengths, torch.cat(feats), torch.cat(chains), torch.cat(logps),
-                    torch.cat(eps_idx), int(lengths.sum()))
+                    torch.cat(eps_idx), int(lengths.sum()), **kept)
 
 
 # ------------------------------------------------------------------------------------ sample building
@@ -352,6 +369,7 @@ def run_grpo(policy: Any, cfg: GrpoConfig, mode: Mode, *, env_id: str, critic: A
     ref = copy.deepcopy(net).requires_grad_(False).eval()
     counter = critic.counter if critic is not None else EvalCounter()
     den = PolicyDenoiser(ft, inference_steps, counter=counter, net=net)
+    branch = den if cfg.stepwise_sampler == "policy" else PolicyDenoiser(ft, inference_steps, counter=counter, net=ref)
     trained = [tp for t, tp in den.plan() if tp >= 0 and den.step_std(t, tp, cfg.eta) >= max(cfg.min_train_std, 1e-12)
                and (mode == "terminal" or cfg.stepwise_max_t is None or tp <= cfg.stepwise_max_t)]
     if not trained:
@@ -365,9 +383,10 @@ def run_grpo(policy: Any, cfg: GrpoConfig, mode: Mode, *, env_id: str, critic: A
     for it in range(cfg.iterations):
         t0 = time.perf_counter()
         env_seeds, noise_seeds = _round_seeds(cfg, mode, it)
-        ro = collect_rollouts(den, env_id, cfg.level, env_seeds, noise_seeds, cfg.eta, max_episode_steps)
+        ro = collect_rollouts(den, env_id, cfg.level, env_seeds, noise_seeds, cfg.eta, max_episode_steps,
+                              keep_states=mode == "stepwise" and hasattr(critic, "bind"))
         res.env_steps += ro.env_steps
-        samples = _round_samples(mode, ro, den, critic, cfg, gen, len(trained))
+        samples = _round_samples(mode, ro, den if mode == "terminal" else branch, critic, cfg, gen, len(trained))
         order = torch.randperm(len(samples), generator=gen)
         for u in range(cfg.updates_per_iter):
             idx = order[(u * cfg.minibatch) % len(samples):][:cfg.minibatch]
@@ -403,6 +422,9 @@ def _round_samples(mode: Mode, ro: Rollouts, den: PolicyDenoiser, critic: Any, c
     per_state = cfg.k * trained_steps
     n_states = min(ro.feat.shape[0], max(1, math.ceil(cfg.updates_per_iter * cfg.minibatch / per_state)))
     pick = torch.randperm(ro.feat.shape[0], generator=gen)[:n_states]
+    if hasattr(critic, "bind"):     # a simulator-backed scorer replays the candidates from these states
+        idx = pick.numpy()
+        critic.bind([ro.snaps[i] for i in idx.tolist()], ro.hist[idx], ro.d0[idx])
     return stepwise_samples(den, critic, ro.feat[pick], cfg.k, cfg.eta, cfg.adv_eps, gen, cfg.min_train_std,
                             cfg.stepwise_max_t, cfg.adv_norm, cfg.stepwise_score)
 

@@ -10,6 +10,9 @@ Outcome of a row over its horizon ``H = Ta (1 + L)`` steps: the return, the 1-ba
 success (or None), the final box-goal distance. Preference collection ranks candidates by it, and
 :class:`OracleBatchPolicy` picks, at every replanning point, the candidate with the best TRUE outcome: the
 upper bound of what a perfect critic on clean chunks (terminal best-of-k) could give under the same rule.
+:class:`OracleStepScores` gives step-wise GRPO the same rule as its scores: each noisy candidate step is
+completed by deterministic DDIM and its TRUE outcome is its score. That is the label the critic is trained to
+predict on sibling pairs, so it tells whether the method works with a perfect step reward.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from policies.batching import ChunkedBatchPolicy
 from policies.critic.adapter import PolicyDenoiser, sample_chunks
@@ -188,6 +192,77 @@ class OracleBatchPolicy(ChunkedBatchPolicy):
         return out
 
 
+class OracleStepScores:
+    """The critic's ``condition`` / ``score`` interface for step-wise GRPO, scoring every candidate by its TRUE
+    outcome (a diagnostic: what step-wise GRPO does with a perfect step reward under the ranking rule).
+
+    Before each group batch the caller :meth:`bind` s the ``n`` states (simulator snapshots, observation
+    histories, box-goal distances) whose ``k`` candidates are scored next, state ``i`` owning rows
+    ``i k .. i k + k - 1``. A candidate ``x_{t_prev}`` is completed by deterministic DDIM with ``den`` (the
+    reference policy, as the sibling preference data are), executed from its state's snapshot on a spare env,
+    followed by ``lookahead`` chunks of ``den`` (the candidates of one state share that noise: common random
+    numbers) and scored by :func:`policies.critic.preferences.chunk_utility` over ``Ta (1 + lookahead)`` steps.
+    """
+
+    def __init__(self, den: PolicyDenoiser, env_id: str, lookahead: int = 2, seed: int = 0):
+        if lookahead < 0:
+            raise ValueError(f"lookahead: expected >= 0, received {lookahead}")
+        self.den, self.env_id, self.lookahead, self.seed = den, env_id, int(lookahead), int(seed)
+        self.net = den.net                  # read by the callers for its dtype
+        self.counter = den.counter
+        self._spares: list[Any] = []
+        self._bound: tuple[list[EnvSnapshot], np.ndarray, np.ndarray] | None = None
+        self._calls = 0
+
+    def bind(self, snaps: list[EnvSnapshot], hist: np.ndarray, d0: np.ndarray) -> None:
+        if not (len(snaps) == hist.shape[0] == len(d0)):
+            raise ValueError(f"bind: expected one history and distance per snapshot ({len(snaps)}), received "
+                             f"{hist.shape[0]} and {len(d0)}")
+        self._bound = (list(snaps), np.asarray(hist, dtype=np.float32), np.asarray(d0, dtype=np.float64))
+
+    def condition(self, feat: Tensor, task: Tensor | None = None) -> Tensor:
+        return feat
+
+    @torch.no_grad()
+    def complete(self, x: Tensor, t_prev: int, cond: Tensor) -> Tensor:
+        """Deterministic DDIM from ``x`` at step ``t_prev`` to a clean chunk (``t_prev = -1``: ``x`` is one)."""
+        plan = self.den.plan()
+        start = next((i for i, (t, _) in enumerate(plan) if t == int(t_prev)), len(plan))
+        if int(t_prev) >= 0 and start == len(plan):
+            raise ValueError(f"t_prev: expected a step of the DDIM plan {[t for t, _ in plan]}, received {t_prev}")
+        for t, tp in plan[start:]:
+            out = self.den.predict(x, t, cond)
+            x = self.den.step_mean_std(out, x, t, tp, 0.0)[0]
+        return x
+
+    @torch.no_grad()
+    def score(self, x_t: Tensor, t: Tensor | int, cond: Tensor) -> Tensor:
+        from policies.critic.preferences import chunk_utility
+
+        if self._bound is None:
+            raise RuntimeError("OracleStepScores.score: bind(snaps, hist, d0) the scored states first")
+        snaps, hist, d0 = self._bound
+        n, rows = len(snaps), x_t.shape[0]
+        if rows % n:
+            raise ValueError(f"score: expected k rows per bound state ({n} states), received {rows} rows")
+        if not isinstance(t, int) and not bool((t == t.reshape(-1)[0]).all()):
+            raise ValueError("score: expected one step t for all rows")
+        k, d = rows // n, self.den
+        tt = int(t) if isinstance(t, int) else int(t.reshape(-1)[0])
+        pcond = d.condition(d.obs_features(hist)).repeat_interleave(k, 0)
+        acts = d.to_actions(self.complete(x_t.to(d.dtype), tt, pcond)).to(torch.float32).numpy()
+        if len(self._spares) < rows:
+            self._spares += spare_envs(self.env_id, rows - len(self._spares))
+        self._calls += 1
+        seeds = [self.seed * 1_000_003 + self._calls * 10_007 + i for i in range(n) for _ in range(k)]
+        res = run_candidates(self._spares[:rows], [sn for sn in snaps for _ in range(k)], acts,
+                             np.repeat(hist, k, axis=0), d, self.lookahead, seeds)
+        horizon = d.action_horizon * (1 + self.lookahead)
+        self.counter.critic += rows
+        u = [chunk_utility(o["success_step"], d0[r // k], o["d_end"], horizon) for r, o in enumerate(res)]
+        return torch.tensor(u, dtype=x_t.dtype)
+
+
 def shaped_utility(u: float, s0: float, s_end: float, weight: float) -> float:
     """``u`` (:func:`policies.critic.preferences.chunk_utility`) plus, for a failed outcome (``u < 1``),
     ``weight`` times the relative decrease of the staging distance, clipped to [-1, 1]. Successes are left as
@@ -202,4 +277,4 @@ def _dims(den: PolicyDenoiser) -> tuple[int, ...]:
     return (den.obs_horizon, den.pred_horizon, den.action_horizon, den.obs_dim, den.action_dim)
 
 
-__all__ = ["run_candidates", "spare_envs", "OracleBatchPolicy", "shaped_utility"]
+__all__ = ["run_candidates", "spare_envs", "OracleBatchPolicy", "OracleStepScores", "shaped_utility"]

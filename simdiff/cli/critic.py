@@ -106,7 +106,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     _policy_arg(g)
     g.add_argument("--mode", choices=("stepwise", "terminal"), required=True)
     g.add_argument("--critic", default=None,
-                   help=f"critic run directory or checkpoint (required for stepwise); {_ENSEMBLE_HELP}")
+                   help=f"critic run directory or checkpoint (required for stepwise); {_ENSEMBLE_HELP}; "
+                        "'oracle' scores each candidate step by its TRUE outcome in the simulator (the rule the "
+                        "critic learns, prefs.lookahead chunks ahead: a diagnostic of the method itself)")
     g.add_argument("--out", required=True, help="output directory: policy/ (fine-tuned), grpo.json")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     _mirror_arg(g)
@@ -372,9 +374,18 @@ def _grpo(args) -> int:
     from simdiff.utils.io import write_json
     from simdiff.utils.run import record_run
 
-    critic = _critic(args.critic, args.mirror, policy) if args.critic is not None else None
     env_id = env_of(policy)
     g = cfg.grpo
+    if args.critic == "oracle":
+        if args.mirror:
+            raise ValueError("--critic oracle: the true outcome needs no mirror average; drop --mirror")
+        from policies.critic.adapter import PolicyDenoiser
+        from policies.critic.outcomes import OracleStepScores
+
+        critic = OracleStepScores(PolicyDenoiser(policy, cfg.sampling.inference_steps), env_id,
+                                  cfg.prefs.lookahead, g.seed)
+    else:
+        critic = _critic(args.critic, args.mirror, policy) if args.critic is not None else None
 
     eval_fn = grpo_eval_fn(cfg, env_id)
 

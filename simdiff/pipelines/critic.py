@@ -438,7 +438,9 @@ def render_report(m: dict, cfg, command: list[str] | None) -> str:
                   f"k = {gc['k']}, lr {gc['lr']}, clip {gc['clip_eps']}, KL {gc['kl_coef']}, eta {gc['eta']}, "
                   f"advantages normalised per {gc.get('adv_norm', 'group')}, step-wise critic scores on "
                   + ("the predicted clean chunk x0_hat(x_t')" if gc.get("stepwise_score") == "x0"
-                     else "the noisy candidate x_t' at its own step") + "; "
+                     else "the noisy candidate x_t' at its own step")
+                  + (", groups branched by the frozen reference network (ratio against it)"
+                     if gc.get("stepwise_sampler") == "reference" else "") + "; "
                   f"evaluated on {gc['eval_episodes']} episodes every {gc['eval_every']} updates ("
                   + ("the trained stochastic DDIM sampler, eta " + str(gc['eta'])
                      if gc.get('eval_sampler') == "trained" else "deterministic DDIM sampler")

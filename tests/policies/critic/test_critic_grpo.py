@@ -221,3 +221,30 @@ def test_random_scores_control_is_seeded_noise():
     assert sa.shape == (6,) and torch.equal(sa, sb)                       # seeded
     assert not torch.equal(sa, a.score(x, 3, None))                         # fresh draws each call
     assert torch.equal(a.condition(torch.ones(6, 4)), torch.ones(6, 4))
+
+
+@pytest.mark.parametrize("sampler", ["policy", "reference"])
+def test_stepwise_groups_branch_from_the_chosen_network(tiny_policy, monkeypatch, sampler):
+    import policies.critic.grpo as grpo_mod
+    from policies.critic.adapter import EvalCounter
+
+    seen = []
+    real = grpo_mod.stepwise_samples
+
+    def spy(den, critic, feat, *args, **kwargs):
+        seen.append(([p.detach().clone() for p in den.net.parameters()], den.net))
+        return real(den, critic, feat, *args, **kwargs)
+
+    monkeypatch.setattr(grpo_mod, "stepwise_samples", spy)
+    critic = _ToyCritic(tiny_policy, EvalCounter())
+    cfg = GrpoConfig(k=2, iterations=2, episodes_per_iter=4, updates_per_iter=2, minibatch=16, lr=1e-2,
+                     stepwise_sampler=sampler)
+    res = run_grpo(tiny_policy, cfg, "stepwise", env_id="simdiff/Push-v0", critic=critic, max_episode_steps=5)
+    base = list(tiny_policy.net.parameters())
+    (first, _), (second, net2) = seen
+    assert all(torch.equal(a, b) for a, b in zip(first, base))       # round 0: both start at the reference
+    same_as_base = all(torch.equal(a, b) for a, b in zip(second, base))
+    assert same_as_base == (sampler == "reference")                  # round 1: tuned network only for "policy"
+    assert (net2 is res.policy.net) == (sampler == "policy")
+    with pytest.raises(ValueError, match="stepwise_sampler"):
+        GrpoConfig(stepwise_sampler="ref")
