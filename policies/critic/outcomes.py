@@ -213,6 +213,7 @@ class OracleStepScores:
         self._spares: list[Any] = []
         self._bound: tuple[list[EnvSnapshot], np.ndarray, np.ndarray] | None = None
         self._calls = 0
+        self.env_steps = 0                  #: simulator steps spent replaying candidates (and their lookahead)
 
     def bind(self, snaps: list[EnvSnapshot], hist: np.ndarray, d0: np.ndarray) -> None:
         if not (len(snaps) == hist.shape[0] == len(d0)):
@@ -259,6 +260,7 @@ class OracleStepScores:
                              np.repeat(hist, k, axis=0), d, self.lookahead, seeds)
         horizon = d.action_horizon * (1 + self.lookahead)
         self.counter.critic += rows
+        self.env_steps += sum(int(o["steps"]) for o in res)
         u = [chunk_utility(o["success_step"], d0[r // k], o["d_end"], horizon) for r, o in enumerate(res)]
         return torch.tensor(u, dtype=x_t.dtype)
 

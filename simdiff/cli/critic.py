@@ -402,7 +402,8 @@ def _grpo(args) -> int:
     res.policy.save(out / "policy", metrics={"grpo_mode": args.mode, "curve": res.curve})
     write_json(out / "grpo.json", {"mode": args.mode, "curve": res.curve, "log": res.log,
                                    "train_wall_time_s": res.wall_time_s, "denoiser_evals": res.counter.denoiser,
-                                   "critic_evals": res.counter.critic, "env_steps": res.env_steps})
+                                   "critic_evals": res.counter.critic, "env_steps": res.env_steps,
+                                   "scorer_env_steps": getattr(critic, "env_steps", 0)})
     for r in res.curve:
         print(f"  update {r['update']:4d}: success {r['success_rate']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
     print(f"{out}: fine-tuned policy in {out / 'policy'}, curve in {out / 'grpo.json'}")

@@ -34,6 +34,7 @@ def test_oracle_scores_are_the_replayed_outcomes_of_the_completed_candidates(tin
     x = torch.randn(2 * k, *den.chunk_shape, generator=torch.Generator().manual_seed(0))
     scores = oracle.score(x, t_prev, oracle.condition(ro.feat[rows]))
     assert scores.shape == (2 * k,) and oracle.counter.critic == 2 * k
+    assert 0 < oracle.env_steps <= 2 * k * den.action_horizon         # lookahead 0: the candidates' own steps
 
     # by hand: finish the chain deterministically, run the actions from the snapshot, rank by chunk_utility
     cond = den.condition(den.obs_features(ro.hist[rows])).repeat_interleave(k, 0)
