@@ -204,6 +204,9 @@ class GrpoConfig:
     eval_sampler: Literal["policy", "trained"] = "policy"
     #: also run step-wise GRPO with random critic scores (a control: what noise alone does to the policy)
     random_control: bool = False
+    #: also run step-wise GRPO scored by each candidate's TRUE outcome (policies.critic.outcomes.OracleStepScores,
+    #: prefs.lookahead chunks ahead): what the method does with a perfect step reward (a diagnostic)
+    oracle_control: bool = False
 
     def __post_init__(self) -> None:
         check_range("grpo.k", self.k, lo=2)

@@ -80,14 +80,17 @@ def test_experiments_end_to_end_and_resume(tmp_path, tiny_policy_dir, capsys):
     # GRPO again, evaluated with the stochastic sampler it trains
     (out / "grpo.json").unlink()
     assert main(args + ["--stages", "grpo", "--set", "grpo.eval_sampler=trained", "--set", "grpo.adv_norm=batch",
-                        "--set", "grpo.random_control=true"]) == 0
+                        "--set", "grpo.random_control=true", "--set", "grpo.oracle_control=true"]) == 0
     g = read_json(out / "grpo.json")
     assert g["config"]["eval_sampler"] == "trained" and len(g["runs"]["terminal"]["curve"]) == 3
     report = (out / "report.md").read_text()
     assert g["config"]["adv_norm"] == "batch" and "normalised per batch" in report
     # the random-score control: step-wise updates without a critic evaluation, reported next to the critic's
-    assert set(g["runs"]) == {"terminal", "stepwise", "stepwise_random"}
+    assert set(g["runs"]) == {"terminal", "stepwise", "stepwise_random", "stepwise_oracle"}
     ctrl, sw = g["runs"]["stepwise_random"], g["runs"]["stepwise"]
+    orc = g["runs"]["stepwise_oracle"]     # the true-outcome diagnostic: scored by simulator replay
+    assert orc["critic_evals"] > 0 and orc["scorer_env_steps"] > 0 == ctrl["scorer_env_steps"]
+    assert "true outcome of each candidate" in report and "Scored by each candidate's TRUE outcome" in report
     assert ctrl["critic_evals"] == 0 < sw["critic_evals"] and len(ctrl["curve"]) == 3
     # the same sampler work, counted per run (the critic's counter is reset: no sampling-stage evaluations)
     assert 0.8 * ctrl["denoiser_evals"] <= sw["denoiser_evals"] <= 1.25 * ctrl["denoiser_evals"]
