@@ -204,10 +204,15 @@ class OracleStepScores:
     numbers) and scored by :func:`policies.critic.preferences.chunk_utility` over ``Ta (1 + lookahead)`` steps.
     """
 
-    def __init__(self, den: PolicyDenoiser, env_id: str, lookahead: int = 2, seed: int = 0):
-        if lookahead < 0:
-            raise ValueError(f"lookahead: expected >= 0, received {lookahead}")
+    def __init__(self, den: PolicyDenoiser, env_id: str, lookahead: int = 2, seed: int = 0, noise_std: float = 0.0):
+        """``noise_std > 0`` adds seeded ``N(0, noise_std^2)`` noise to every utility: an oracle with random errors,
+        to compare with a learned critic of the same pairwise accuracy (whose errors need not be random)."""
+        if lookahead < 0 or not noise_std >= 0.0:
+            raise ValueError(f"expected lookahead >= 0 and noise_std >= 0, received lookahead={lookahead}, "
+                             f"noise_std={noise_std}")
         self.den, self.env_id, self.lookahead, self.seed = den, env_id, int(lookahead), int(seed)
+        self.noise_std = float(noise_std)
+        self._noise = torch.Generator().manual_seed(int(seed) + 7_919)
         self.net = den.net                  # read by the callers for its dtype
         self.counter = den.counter
         self._spares: list[Any] = []
@@ -261,8 +266,11 @@ class OracleStepScores:
         horizon = d.action_horizon * (1 + self.lookahead)
         self.counter.critic += rows
         self.env_steps += sum(int(o["steps"]) for o in res)
-        u = [chunk_utility(o["success_step"], d0[r // k], o["d_end"], horizon) for r, o in enumerate(res)]
-        return torch.tensor(u, dtype=x_t.dtype)
+        u = torch.tensor([chunk_utility(o["success_step"], d0[r // k], o["d_end"], horizon) for r, o in enumerate(res)],
+                         dtype=torch.float64)
+        if self.noise_std:
+            u = u + self.noise_std * torch.randn(rows, generator=self._noise, dtype=torch.float64)
+        return u.to(x_t.dtype)
 
 
 def shaped_utility(u: float, s0: float, s_end: float, weight: float) -> float:

@@ -109,6 +109,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help=f"critic run directory or checkpoint (required for stepwise); {_ENSEMBLE_HELP}; "
                         "'oracle' scores each candidate step by its TRUE outcome in the simulator (the rule the "
                         "critic learns, prefs.lookahead chunks ahead: a diagnostic of the method itself)")
+    g.add_argument("--oracle-noise", type=float, default=0.0,
+                   help="with --critic oracle: add N(0, STD^2) noise to every true utility (an oracle with random "
+                        "errors; bench/critic_grpo_agreement.py finds the STD matching a critic's pair accuracy)")
     g.add_argument("--out", required=True, help="output directory: policy/ (fine-tuned), grpo.json")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     _mirror_arg(g)
@@ -383,8 +386,11 @@ def _grpo(args) -> int:
         from policies.critic.outcomes import OracleStepScores
 
         critic = OracleStepScores(PolicyDenoiser(policy, cfg.sampling.inference_steps), env_id,
-                                  cfg.prefs.lookahead, g.seed)
+                                  cfg.prefs.lookahead, g.seed, args.oracle_noise)
     else:
+        if args.oracle_noise:
+            raise ValueError(f"--oracle-noise {args.oracle_noise}: expected --critic oracle, received "
+                             f"--critic {args.critic}")
         critic = _critic(args.critic, args.mirror, policy) if args.critic is not None else None
 
     eval_fn = grpo_eval_fn(cfg, env_id)
@@ -395,7 +401,8 @@ def _grpo(args) -> int:
                   f"rollout success {rec['rollout_success']:.2f}", file=sys.stderr, flush=True)
 
     record_run(out, cfg, seed=g.seed, command=["simdiff", *sys.argv[1:]],
-               extra={"policy": str(args.policy), "critic": args.critic, "mirror": args.mirror, "mode": args.mode})
+               extra={"policy": str(args.policy), "critic": args.critic, "mirror": args.mirror, "mode": args.mode,
+                      "oracle_noise": args.oracle_noise})
     res = run_grpo(policy, g, args.mode, env_id=env_id, critic=critic, eval_fn=eval_fn,
                    inference_steps=cfg.sampling.inference_steps,
                    max_episode_steps=cfg.experiment.max_episode_steps, on_log=log)

@@ -85,3 +85,20 @@ def test_stepwise_grpo_runs_on_oracle_scores(tiny_policy):
     res = run_grpo(tiny_policy, cfg, "stepwise", env_id=ENV, critic=oracle, max_episode_steps=6)
     assert len(res.log) == 4 and res.counter.critic > 0
     assert all(np.isfinite(r["loss"]) for r in res.log)
+
+
+def test_oracle_noise_is_seeded_and_centred_on_the_true_utility(tiny_policy):
+    den = PolicyDenoiser(tiny_policy)
+    ro = _states(den, 1)
+    x = torch.randn(8, *den.chunk_shape, generator=torch.Generator().manual_seed(1))
+
+    def scores(noise, seed=0):
+        o = OracleStepScores(PolicyDenoiser(tiny_policy), ENV, lookahead=0, seed=seed, noise_std=noise)
+        o.bind(ro.snaps[:2], ro.hist[:2], ro.d0[:2])
+        return o.score(x, -1, None)
+
+    clean, a, b = scores(0.0), scores(0.5), scores(0.5)
+    assert torch.equal(a, b) and not torch.equal(a, clean) and not torch.equal(a, scores(0.5, seed=1))
+    assert 0.1 < float((a - clean).std()) < 1.5
+    with pytest.raises(ValueError, match="noise_std"):
+        OracleStepScores(den, ENV, noise_std=-1.0)
