@@ -11,7 +11,8 @@ branched step:
 * the critic's pairwise accuracy on those pairs,
 * the correlation of the critic's and the oracle's batch-normalised advantages (what GRPO multiplies),
 * the noise std that, added to the true utilities, gives the same pairwise accuracy: an oracle with the
-  critic's accuracy but random errors (``simdiff critic grpo --critic oracle --oracle-noise STD``).
+  critic's accuracy but random errors (``simdiff critic grpo --critic oracle --oracle-noise STD``), and the
+  advantage correlation of that noisy oracle.
 
     python bench/critic_grpo_agreement.py configs/critic/push.yaml --policy base_l3 --critic critic_8k \
         [--episodes 64] [--states 400] [--out agreement.json]
@@ -121,12 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     for t, c, u in tee.records:
         decided, acc = pair_stats(c, u, margin)
         corr = float(np.corrcoef(batch_adv(c).ravel(), batch_adv(u).ravel())[0, 1])
+        std = matching_noise(u, acc, margin, args.seed)
+        noisy = u + std * np.random.default_rng(args.seed + 1).standard_normal(u.shape)
+        corr_noisy = float(np.corrcoef(batch_adv(noisy).ravel(), batch_adv(u).ravel())[0, 1])
         rows.append({"t_prev": t, "states": int(u.shape[0]), "decided_pairs": decided, "critic_accuracy": acc,
-                     "advantage_corr": corr, "matching_noise_std": matching_noise(u, acc, margin, args.seed),
+                     "advantage_corr": corr, "matching_noise_std": std, "matching_noise_advantage_corr": corr_noisy,
                      "utility_std_within_group": float(u.std(axis=1).mean())})
         print(f"t_prev {t:3d}: {u.shape[0]} states; decided pairs {100 * decided:.1f}%; critic accuracy on them "
-              f"{100 * acc:.1f}%; advantage correlation {corr:.3f}; matching noise std {rows[-1]['matching_noise_std']:.4f} "
-              f"(within-group utility std {rows[-1]['utility_std_within_group']:.4f})")
+              f"{100 * acc:.1f}%; advantage correlation {corr:.3f}; matching noise std {std:.4f}, whose advantage "
+              f"correlation is {corr_noisy:.3f} (within-group utility std {rows[-1]['utility_std_within_group']:.4f})")
     if args.out:
         Path(args.out).write_text(json.dumps({"policy": args.policy, "critic": args.critic, "episodes": args.episodes,
                                               "rollout_success": float(ro.success.mean()), "steps": rows}, indent=1))

@@ -130,6 +130,10 @@ class CriticTrainConfig:
     timesteps: Literal["uniform", "logit_normal"] = "logit_normal"
     logit_mean: float = 0.0       #: t/N = sigmoid(mean + std z), z ~ N(0, 1) (SD3's logit-normal)
     logit_std: float = 1.0
+    #: how training pairs are drawn: "uniform", or "gap": with probability proportional to the winner's utility
+    #: minus the loser's, so the expected loss is the gap-weighted Bradley-Terry loss and a success against a
+    #: failure counts more than a near-tie (as it does in GRPO's batch-normalised advantages)
+    pair_sampling: Literal["uniform", "gap"] = "uniform"
     eval_timesteps: int = 10      #: held-out accuracy is measured at this many evenly spaced t
     eval_noise_draws: int = 4     #: noise draws per held-out pair and t
     log_every: int = 100
@@ -145,6 +149,8 @@ class CriticTrainConfig:
         check_range("train.lr", self.lr, lo=0.0, lo_open=True)
         check_range("train.weight_decay", self.weight_decay, lo=0.0)
         check_range("train.logit_std", self.logit_std, lo=0.0, lo_open=True)
+        if self.pair_sampling not in ("uniform", "gap"):
+            raise ValueError(f"train.pair_sampling: expected 'uniform' or 'gap', received {self.pair_sampling!r}")
         if self.grad_clip is not None:
             check_range("train.grad_clip", self.grad_clip, lo=0.0, lo_open=True)
 

@@ -101,6 +101,25 @@ def pair_tensors(critic: Critic, data: PreferenceData, margin: float, heldout: b
     return PairTensors(feat, torch.as_tensor(data.chunks, dtype=dtype), torch.as_tensor(pairs))
 
 
+def pair_gaps(data: PreferenceData, pairs: PairTensors) -> Tensor:
+    """Utility gap ``u_win - u_lose`` of every pair ``(P,)`` float64 (positive: ties are already dropped)."""
+    s, w, l_ = pairs.pairs.unbind(1)
+    u = torch.as_tensor(data.utility, dtype=torch.float64)
+    gap = u[s, w] - u[s, l_]
+    if not bool((gap > 0).all()):
+        raise ValueError("preferences: expected every pair's winner to have the higher utility")
+    return gap
+
+
+def draw_pairs(num_pairs: int, batch: int, gen: torch.Generator, weights: Tensor | None = None) -> Tensor:
+    """``batch`` pair indices, uniformly or (``weights (P,)``) with probability proportional to the weights."""
+    if weights is None:
+        return torch.randint(num_pairs, (batch,), generator=gen)
+    if weights.shape != (num_pairs,):
+        raise ValueError(f"weights: expected shape ({num_pairs},), received {tuple(weights.shape)}")
+    return torch.multinomial(weights, batch, replacement=True, generator=gen)
+
+
 def trainer_config(cfg: CriticTrainConfig):
     from simdiff.training import TrainConfig
 
@@ -133,8 +152,10 @@ def train_critic(critic: Critic, data: PreferenceData, cfg: CriticTrainConfig, m
     schedule = critic.policy.schedule
     n_steps = schedule.num_steps
 
+    draw = pair_gaps(data, train_set) if cfg.pair_sampling == "gap" else None
+
     def batch_fn(step: int, gen: torch.Generator):
-        idx = torch.randint(train_set.pairs.shape[0], (cfg.batch_size,), generator=gen)
+        idx = draw_pairs(train_set.pairs.shape[0], cfg.batch_size, gen, draw)
         return (*train_set.gather(idx), train_set.step_of(idx))
 
     def loss_fn(net: nn.Module, batch, gen: torch.Generator) -> Tensor:
@@ -310,6 +331,7 @@ def summarize_accuracy(rows: list[dict]) -> dict[str, Any]:
 
 
 __all__ = ["bradley_terry_loss", "sample_timesteps", "noisy_pair", "pair_scores", "PairTensors", "pair_tensors",
+           "pair_gaps", "draw_pairs",
            "train_critic", "CriticTrainResult", "pairwise_accuracy", "heldout_accuracy", "eval_timesteps",
            "plot_accuracy", "summarize_accuracy", "trainer_config", "PAIR_KINDS", "pair_kinds",
            "accuracy_by_pair_kind"]

@@ -13,7 +13,9 @@ from policies.critic.train import (
     PAIR_KINDS,
     accuracy_by_pair_kind,
     bradley_terry_loss,
+    draw_pairs,
     noisy_pair,
+    pair_gaps,
     pair_kinds,
     pair_tensors,
     pairwise_accuracy,
@@ -211,3 +213,26 @@ def test_critic_learns_sibling_pairs_at_their_own_steps(tmp_path, tiny_policy):
     # the sibling pairs are the noisy candidates: the clean completions are not what is scored
     assert torch.equal(held.chunks, torch.as_tensor(data.noisy))
     assert held.step_of(torch.arange(3)).tolist() == data.noisy_t[held.pairs[:3, 0].numpy()].tolist()
+
+
+def test_gap_sampling_draws_pairs_in_proportion_to_their_utility_gap(tmp_path, tiny_policy):
+    data = synthetic_preferences()
+    critic = Critic.from_policy(tiny_policy, CriticModelConfig(drop_blocks=2, head_channels=16, head_hidden=32,
+                                                               pool="mean"))
+    train = pair_tensors(critic, data, 0.0, heldout=False)
+    gaps = pair_gaps(data, train)
+    s, w, l_ = train.pairs.unbind(1)
+    expect = torch.as_tensor(data.utility, dtype=torch.float64)[s, w] - torch.as_tensor(data.utility,
+                                                                                       dtype=torch.float64)[s, l_]
+    assert torch.equal(gaps, expect) and bool((gaps > 0).all())
+    idx = draw_pairs(3, 40_000, torch.Generator().manual_seed(0), torch.tensor([1.0, 0.0, 3.0], dtype=torch.float64))
+    counts = torch.bincount(idx, minlength=3)
+    assert counts[1] == 0 and 2.8 < counts[2] / counts[0] < 3.2
+    with pytest.raises(ValueError, match="weights: expected shape"):
+        draw_pairs(4, 8, torch.Generator(), torch.ones(3))
+    with pytest.raises(ValueError, match="pair_sampling"):
+        CriticTrainConfig(pair_sampling="weighted")
+    cfg = CriticTrainConfig(steps=150, batch_size=64, lr=1e-2, warmup_steps=10, logit_mean=-1.0, ema_max_decay=0.9,
+                            log_every=50, ckpt_every=0, eval_timesteps=5, eval_noise_draws=2, pair_sampling="gap")
+    res = train_critic(critic, data, cfg, margin=0.0, out_dir=tmp_path / "gap", show_progress=False)
+    assert res.accuracy[0]["accuracy"] >= 0.9, res.accuracy          # it still learns the preference
