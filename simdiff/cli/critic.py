@@ -382,11 +382,9 @@ def _grpo(args) -> int:
     if args.critic == "oracle":
         if args.mirror:
             raise ValueError("--critic oracle: the true outcome needs no mirror average; drop --mirror")
-        from policies.critic.adapter import PolicyDenoiser
-        from policies.critic.outcomes import OracleStepScores
+        from simdiff.pipelines.critic import oracle_scorer
 
-        critic = OracleStepScores(PolicyDenoiser(policy, cfg.sampling.inference_steps), env_id,
-                                  cfg.prefs.lookahead, g.seed, args.oracle_noise)
+        critic = oracle_scorer(policy, cfg, env_id, args.oracle_noise)
     else:
         if args.oracle_noise:
             raise ValueError(f"--oracle-noise {args.oracle_noise}: expected --critic oracle, received "

@@ -215,6 +215,16 @@ def grpo_eval_fn(cfg, env_id: str):
     return eval_fn
 
 
+def oracle_scorer(policy, cfg, env_id: str, noise_std: float = 0.0):
+    """Step-wise GRPO's true-outcome scorer for ``policy`` under ``cfg`` (its sampler, preference lookahead and
+    GRPO seed): :class:`policies.critic.outcomes.OracleStepScores`."""
+    from policies.critic.adapter import PolicyDenoiser
+    from policies.critic.outcomes import OracleStepScores
+
+    return OracleStepScores(PolicyDenoiser(policy, cfg.sampling.inference_steps), env_id, cfg.prefs.lookahead,
+                            cfg.grpo.seed, noise_std)
+
+
 def stage_grpo(policy, critic, cfg, out: Path, env_id: str, show_progress: bool = True) -> dict:
     from policies.critic.adapter import EvalCounter
     from policies.critic.grpo import RandomScores, run_grpo, updates_to_reach
@@ -241,11 +251,7 @@ def stage_grpo(policy, critic, cfg, out: Path, env_id: str, show_progress: bool 
             elif name == "stepwise_random":
                 scorer = RandomScores(critic, g.seed + 7)
             else:
-                from policies.critic.adapter import PolicyDenoiser
-                from policies.critic.outcomes import OracleStepScores
-
-                scorer = OracleStepScores(PolicyDenoiser(policy, cfg.sampling.inference_steps), env_id,
-                                          cfg.prefs.lookahead, g.seed)
+                scorer = oracle_scorer(policy, cfg, env_id)
         res = run_grpo(policy, g, "terminal" if name == "terminal" else "stepwise", env_id=env_id, critic=scorer,
                        eval_fn=eval_fn, inference_steps=cfg.sampling.inference_steps,
                        max_episode_steps=cfg.experiment.max_episode_steps, on_log=log)
@@ -531,5 +537,5 @@ def _sampling_verdict(cells: list[dict], accuracy: list[dict] | None = None) -> 
     return text
 
 
-__all__ = ["run_experiments", "stage_prefs", "stage_train", "stage_sampling", "stage_grpo", "evaluate_method",
-           "render_report", "write_plots", "STAGES", "load_policy"]
+__all__ = ["run_experiments", "stage_prefs", "stage_train", "stage_sampling", "stage_grpo", "oracle_scorer",
+           "evaluate_method", "render_report", "write_plots", "STAGES", "load_policy"]

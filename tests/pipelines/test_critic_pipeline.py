@@ -201,3 +201,19 @@ def test_preference_file_is_not_pickled(tmp_path):
     d.save(tmp_path / "d.npz")
     with np.load(tmp_path / "d.npz", allow_pickle=False) as f:
         assert "chunks" in f.files
+
+
+def test_grpo_command_with_the_oracle_scorer(tmp_path, tiny_policy_dir, capsys):
+    from simdiff.utils.io import read_json
+
+    base = ["critic", "grpo", str(TINY), "--policy", str(tiny_policy_dir), "--mode", "stepwise"]
+    out = tmp_path / "o"
+    assert main(base + ["--critic", "oracle", "--oracle-noise", "0.1", "--out", str(out)]) == 0
+    g = read_json(out / "grpo.json")
+    assert g["critic_evals"] > 0 and g["scorer_env_steps"] > 0 and len(g["curve"]) >= 2
+    assert read_json(out / "run.json")["oracle_noise"] == 0.1
+    capsys.readouterr()
+    for extra, message in ((["--critic", "oracle", "--mirror"], "drop --mirror"),
+                           (["--critic", str(tmp_path / "c"), "--oracle-noise", "0.2"], "expected --critic oracle")):
+        assert main(base + extra + ["--out", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
