@@ -134,6 +134,11 @@ class CriticTrainConfig:
     #: minus the loser's, so the expected loss is the gap-weighted Bradley-Terry loss and a success against a
     #: failure counts more than a near-tie (as it does in GRPO's batch-normalised advantages)
     pair_sampling: Literal["uniform", "gap"] = "uniform"
+    #: "bt": Bradley-Terry on the decided pairs (ties dropped, DRM); "soft": every pair, ties included, with the
+    #: soft target sigmoid(gap / soft_temperature), so score differences learn to track utility differences
+    #: (a tie -> equal scores) instead of only their sign
+    loss: Literal["bt", "soft"] = "bt"
+    soft_temperature: float = 0.1
     eval_timesteps: int = 10      #: held-out accuracy is measured at this many evenly spaced t
     eval_noise_draws: int = 4     #: noise draws per held-out pair and t
     log_every: int = 100
@@ -149,6 +154,9 @@ class CriticTrainConfig:
         check_range("train.lr", self.lr, lo=0.0, lo_open=True)
         check_range("train.weight_decay", self.weight_decay, lo=0.0)
         check_range("train.logit_std", self.logit_std, lo=0.0, lo_open=True)
+        if self.loss not in ("bt", "soft"):
+            raise ValueError(f"train.loss: expected 'bt' or 'soft', received {self.loss!r}")
+        check_range("train.soft_temperature", self.soft_temperature, lo=0.0, lo_open=True)
         if self.pair_sampling not in ("uniform", "gap"):
             raise ValueError(f"train.pair_sampling: expected 'uniform' or 'gap', received {self.pair_sampling!r}")
         if self.grad_clip is not None:

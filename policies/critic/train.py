@@ -35,6 +35,15 @@ def bradley_terry_loss(s_win: Tensor, s_lose: Tensor) -> Tensor:
     return nn.functional.softplus(s_lose - s_win)
 
 
+def soft_preference_loss(s_win: Tensor, s_lose: Tensor, target: Tensor) -> Tensor:
+    """Per-pair binary cross-entropy of ``sigmoid(s_win - s_lose)`` against a soft label ``target (B,)`` in
+    [0, 1]: the Bradley-Terry loss at ``target = 1``, minimal at equal scores for ``target = 0.5`` (a tie)."""
+    if not (s_win.shape == s_lose.shape == target.shape) or s_win.ndim != 1:
+        raise ValueError(f"expected three tensors of equal shape (B,), received {tuple(s_win.shape)}, "
+                         f"{tuple(s_lose.shape)}, {tuple(target.shape)}")
+    return nn.functional.binary_cross_entropy_with_logits(s_win - s_lose, target, reduction="none")
+
+
 def sample_timesteps(n: int, num_train_steps: int, kind: str, generator: torch.Generator | None,
                      logit_mean: float = 0.0, logit_std: float = 1.0) -> Tensor:
     """``n`` diffusion steps in ``[0, N-1]`` as a LongTensor: ``uniform`` or ``logit_normal``."""
@@ -102,12 +111,12 @@ def pair_tensors(critic: Critic, data: PreferenceData, margin: float, heldout: b
 
 
 def pair_gaps(data: PreferenceData, pairs: PairTensors) -> Tensor:
-    """Utility gap ``u_win - u_lose`` of every pair ``(P,)`` float64 (positive: ties are already dropped)."""
+    """Utility gap ``u_win - u_lose >= 0`` of every pair ``(P,)`` float64."""
     s, w, l_ = pairs.pairs.unbind(1)
     u = torch.as_tensor(data.utility, dtype=torch.float64)
     gap = u[s, w] - u[s, l_]
-    if not bool((gap > 0).all()):
-        raise ValueError("preferences: expected every pair's winner to have the higher utility")
+    if not bool((gap >= 0).all()):
+        raise ValueError("preferences: expected every pair's winner to have the higher (or equal) utility")
     return gap
 
 
@@ -148,18 +157,21 @@ def train_critic(critic: Critic, data: PreferenceData, cfg: CriticTrainConfig, m
     from simdiff.training import train
 
     out_dir = Path(out_dir)
-    train_set = pair_tensors(critic, data, margin, heldout=False)
+    # the soft loss learns from every pair, ties included (margin 0); Bradley-Terry from the decided ones
+    train_set = pair_tensors(critic, data, 0.0 if cfg.loss == "soft" else margin, heldout=False)
     schedule = critic.policy.schedule
     n_steps = schedule.num_steps
 
-    draw = pair_gaps(data, train_set) if cfg.pair_sampling == "gap" else None
+    gaps = pair_gaps(data, train_set) if cfg.pair_sampling == "gap" or cfg.loss == "soft" else None
+    draw = gaps if cfg.pair_sampling == "gap" else None
+    soft = torch.sigmoid(gaps / cfg.soft_temperature) if cfg.loss == "soft" else None
 
     def batch_fn(step: int, gen: torch.Generator):
         idx = draw_pairs(train_set.pairs.shape[0], cfg.batch_size, gen, draw)
-        return (*train_set.gather(idx), train_set.step_of(idx))
+        return (*train_set.gather(idx), train_set.step_of(idx), None if soft is None else soft[idx])
 
     def loss_fn(net: nn.Module, batch, gen: torch.Generator) -> Tensor:
-        feat, x_win, x_lose, t = batch
+        feat, x_win, x_lose, t, target = batch
         if t is None:     # chunk pairs: one drawn step per pair, independent noise per side
             t = sample_timesteps(feat.shape[0], n_steps, cfg.timesteps, gen, cfg.logit_mean, cfg.logit_std)
             t = t.to(feat.device)
@@ -167,7 +179,9 @@ def train_critic(critic: Critic, data: PreferenceData, cfg: CriticTrainConfig, m
         else:             # sibling pairs: already noisy, at their own step
             xw_t, xl_t = x_win, x_lose
         s_w, s_l = pair_scores(net, xw_t, xl_t, t, net.condition(feat))
-        return bradley_terry_loss(s_w, s_l)
+        if target is None:
+            return bradley_terry_loss(s_w, s_l)
+        return soft_preference_loss(s_w, s_l, target.to(device=s_w.device, dtype=s_w.dtype))
 
     prev = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
@@ -331,7 +345,7 @@ def summarize_accuracy(rows: list[dict]) -> dict[str, Any]:
 
 
 __all__ = ["bradley_terry_loss", "sample_timesteps", "noisy_pair", "pair_scores", "PairTensors", "pair_tensors",
-           "pair_gaps", "draw_pairs",
+           "pair_gaps", "draw_pairs", "soft_preference_loss",
            "train_critic", "CriticTrainResult", "pairwise_accuracy", "heldout_accuracy", "eval_timesteps",
            "plot_accuracy", "summarize_accuracy", "trainer_config", "PAIR_KINDS", "pair_kinds",
            "accuracy_by_pair_kind"]

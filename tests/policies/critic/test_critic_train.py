@@ -19,6 +19,7 @@ from policies.critic.train import (
     pair_kinds,
     pair_tensors,
     pairwise_accuracy,
+    soft_preference_loss,
     sample_timesteps,
     train_critic,
 )
@@ -236,3 +237,31 @@ def test_gap_sampling_draws_pairs_in_proportion_to_their_utility_gap(tmp_path, t
                             log_every=50, ckpt_every=0, eval_timesteps=5, eval_noise_draws=2, pair_sampling="gap")
     res = train_critic(critic, data, cfg, margin=0.0, out_dir=tmp_path / "gap", show_progress=False)
     assert res.accuracy[0]["accuracy"] >= 0.9, res.accuracy          # it still learns the preference
+
+
+def test_soft_preference_loss_is_bradley_terry_at_one_and_wants_equal_scores_for_a_tie():
+    s_w, s_l = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.0, 1.0, 0.5])
+    torch.testing.assert_close(soft_preference_loss(s_w, s_l, torch.ones(3)), bradley_terry_loss(s_w, s_l))
+    d = torch.linspace(-3, 3, 61, requires_grad=True)
+    loss = soft_preference_loss(d, torch.zeros(61), torch.full((61,), 0.5))
+    assert int(loss.argmin()) == 30                                   # a tie: minimal at equal scores
+    target = torch.sigmoid(torch.tensor(1.2))                         # minimal where sigmoid(d) = target
+    assert abs(float(d[soft_preference_loss(d, torch.zeros(61), target.expand(61)).argmin()]) - 1.2) < 0.051
+    with pytest.raises(ValueError, match="equal shape"):
+        soft_preference_loss(s_w, s_l, torch.ones(2))
+    with pytest.raises(ValueError, match="train.loss"):
+        CriticTrainConfig(loss="mse")
+    with pytest.raises(ValueError, match="soft_temperature"):
+        CriticTrainConfig(loss="soft", soft_temperature=0.0)
+
+
+def test_soft_loss_trains_on_every_pair_and_learns_the_preference(tmp_path, tiny_policy):
+    data = synthetic_preferences()
+    critic = Critic.from_policy(tiny_policy, CriticModelConfig(drop_blocks=2, head_channels=16, head_hidden=32,
+                                                               pool="mean"))
+    cfg = CriticTrainConfig(steps=150, batch_size=64, lr=1e-2, warmup_steps=10, logit_mean=-1.0, ema_max_decay=0.9,
+                            log_every=50, ckpt_every=0, eval_timesteps=5, eval_noise_draws=2, loss="soft",
+                            soft_temperature=0.2)
+    # the soft loss trains on every pair whatever the margin; the margin only picks the held-out pairs scored
+    res = train_critic(critic, data, cfg, margin=0.5, out_dir=tmp_path / "soft", show_progress=False)
+    assert res.accuracy[0]["accuracy"] >= 0.9, res.accuracy
