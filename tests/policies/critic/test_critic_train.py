@@ -242,7 +242,7 @@ def test_gap_sampling_draws_pairs_in_proportion_to_their_utility_gap(tmp_path, t
 def test_soft_preference_loss_is_bradley_terry_at_one_and_wants_equal_scores_for_a_tie():
     s_w, s_l = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.0, 1.0, 0.5])
     torch.testing.assert_close(soft_preference_loss(s_w, s_l, torch.ones(3)), bradley_terry_loss(s_w, s_l))
-    d = torch.linspace(-3, 3, 61, requires_grad=True)
+    d = torch.linspace(-3, 3, 61)
     loss = soft_preference_loss(d, torch.zeros(61), torch.full((61,), 0.5))
     assert int(loss.argmin()) == 30                                   # a tie: minimal at equal scores
     target = torch.sigmoid(torch.tensor(1.2))                         # minimal where sigmoid(d) = target
