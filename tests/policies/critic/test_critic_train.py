@@ -19,8 +19,8 @@ from policies.critic.train import (
     pair_kinds,
     pair_tensors,
     pairwise_accuracy,
-    soft_preference_loss,
     sample_timesteps,
+    soft_preference_loss,
     train_critic,
 )
 
