@@ -41,6 +41,7 @@ class TeeScores:
 
     def bind(self, snaps, hist, d0) -> None:
         self.oracle.bind(snaps, hist, d0)
+        self.states = len(snaps)
 
     def condition(self, feat, task=None):
         return self.critic.condition(feat, task)
@@ -48,7 +49,7 @@ class TeeScores:
     def score(self, x, t, cond):
         c = self.critic.score(x, t, cond)
         u = self.oracle.score(x, t, None)
-        n = len(self.oracle._bound[0])
+        n = self.states
         self.records.append((int(t), c.view(n, -1).double().numpy(), u.view(n, -1).double().numpy()))
         return u
 
@@ -65,8 +66,10 @@ def pair_stats(scores: np.ndarray, truth: np.ndarray, margin: float) -> tuple[fl
 
 
 def batch_adv(s: np.ndarray) -> np.ndarray:
-    c = s - s.mean(axis=1, keepdims=True)
-    return c / (np.sqrt((c ** 2).mean()) + 1e-12)
+    """GRPO's batch-normalised advantages of ``(n, k)`` group scores."""
+    from policies.critic.grpo import group_advantages
+
+    return group_advantages(torch.from_numpy(s), norm="batch").numpy()
 
 
 def matching_noise(truth: np.ndarray, target: float, margin: float, seed: int) -> float:
