@@ -7,7 +7,7 @@ and the experiment grid of ``simdiff critic experiments`` (``experiment``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 from simdiff.config import check_range
@@ -117,7 +117,7 @@ class PrefsConfig:
 
 @dataclass(frozen=True)
 class CriticTrainConfig:
-    """Bradley-Terry training: one timestep per pair, independent noise per chunk."""
+    """Critic training: one timestep per pair, independent noise per chunk; Bradley-Terry or soft-target loss."""
 
     steps: int = 2000
     batch_size: int = 128         #: preference pairs per step
@@ -161,6 +161,34 @@ class CriticTrainConfig:
             raise ValueError(f"train.pair_sampling: expected 'uniform' or 'gap', received {self.pair_sampling!r}")
         if self.grad_clip is not None:
             check_range("train.grad_clip", self.grad_clip, lo=0.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class CriticFinetuneConfig:
+    """A second training phase that starts from the trained critic (``simdiff critic experiments``). Only these
+    settings change; every other one is ``train``'s. The default is the soft-target phase that makes the critic's
+    score gaps track utility gaps, which step-wise GRPO needs (bench/reports/critic_push_level3.md)."""
+
+    steps: int = 3000
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    loss: Literal["bt", "soft"] = "soft"
+    soft_temperature: float = 0.1
+    pair_sampling: Literal["uniform", "gap"] = "uniform"
+
+    def __post_init__(self) -> None:
+        check_range("finetune.steps", self.steps, lo=1)
+        check_range("finetune.warmup_steps", self.warmup_steps, lo=0)
+        check_range("finetune.lr", self.lr, lo=0.0, lo_open=True)
+        if self.loss not in ("bt", "soft"):
+            raise ValueError(f"finetune.loss: expected 'bt' or 'soft', received {self.loss!r}")
+        check_range("finetune.soft_temperature", self.soft_temperature, lo=0.0, lo_open=True)
+        if self.pair_sampling not in ("uniform", "gap"):
+            raise ValueError(f"finetune.pair_sampling: expected 'uniform' or 'gap', received {self.pair_sampling!r}")
+
+    def resolve(self, train: CriticTrainConfig) -> CriticTrainConfig:
+        """``train`` with this phase's settings in place of its own."""
+        return replace(train, **{f.name: getattr(self, f.name) for f in fields(self)})
 
 
 @dataclass(frozen=True)
@@ -287,6 +315,8 @@ class CriticConfig:
     model: CriticModelConfig = field(default_factory=CriticModelConfig)
     prefs: PrefsConfig = field(default_factory=PrefsConfig)
     train: CriticTrainConfig = field(default_factory=CriticTrainConfig)
+    #: None: one training phase; set: a second phase from the trained critic, whose result every use then takes
+    finetune: CriticFinetuneConfig | None = None
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     grpo: GrpoConfig = field(default_factory=GrpoConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
@@ -299,5 +329,5 @@ def load_critic_config(source=None, overrides: dict | None = None) -> CriticConf
     return load_config(CriticConfig, source, overrides)
 
 
-__all__ = ["CriticConfig", "CriticModelConfig", "PrefsConfig", "CriticTrainConfig", "SamplingConfig",
+__all__ = ["CriticConfig", "CriticModelConfig", "PrefsConfig", "CriticTrainConfig", "CriticFinetuneConfig", "SamplingConfig",
            "GrpoConfig", "ExperimentConfig", "load_critic_config"]

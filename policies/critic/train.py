@@ -147,10 +147,25 @@ class CriticTrainResult:
     out_dir: Path
 
 
+def init_from(critic: Critic, start: Critic, what: str) -> None:
+    """Start ``critic``'s training from ``start``'s weights: a critic of the same base policy with the same model
+    settings (``what`` names it in the error)."""
+    from policies.critic.ensemble import same_policy
+
+    if not same_policy(start, critic):
+        raise ValueError(f"{what}: expected a critic of the base policy this critic is built on, received one of "
+                         "another policy")
+    try:
+        critic.net.load_state_dict(start.net.state_dict())
+    except RuntimeError as exc:
+        raise ValueError(f"{what}: its network does not match this config's model settings "
+                         f"({str(exc).splitlines()[0]})") from None
+
+
 def train_critic(critic: Critic, data: PreferenceData, cfg: CriticTrainConfig, margin: float,
                  out_dir: str | os.PathLike, *, resume: bool = True, show_progress: bool = True,
                  device: str | None = None) -> CriticTrainResult:
-    """Train ``critic.net`` with the Bradley-Terry loss on the training pairs of ``data``; export the EMA
+    """Train ``critic.net`` with ``cfg.loss`` (Bradley-Terry or soft-target) on the training pairs of ``data``; export the EMA
     weights to ``out_dir/critic`` with the held-out accuracy per timestep in its metrics. ``device``
     (``cuda``, ``cuda:N``; None/``cpu`` = the CPU) is where the network trains; the critic comes back on the
     CPU, where the samplers run it."""
@@ -195,6 +210,7 @@ def train_critic(critic: Critic, data: PreferenceData, cfg: CriticTrainConfig, m
     critic.net.eval()
     accuracy = heldout_accuracy(critic, data, margin, cfg, show_progress=show_progress, device=device)
     critic.metrics = {"final_loss": res.final_loss, "train_wall_time_s": res.wall_time, "steps": res.steps,
+                      "loss": cfg.loss, "pair_sampling": cfg.pair_sampling,
                       "train_pairs": int(train_set.pairs.shape[0]), "heldout_accuracy": accuracy}
     critic.save(out_dir / CRITIC_DIR)
     return CriticTrainResult(critic, res.final_loss, res.wall_time, accuracy, out_dir)
@@ -346,6 +362,6 @@ def summarize_accuracy(rows: list[dict]) -> dict[str, Any]:
 
 __all__ = ["bradley_terry_loss", "sample_timesteps", "noisy_pair", "pair_scores", "PairTensors", "pair_tensors",
            "pair_gaps", "draw_pairs", "soft_preference_loss",
-           "train_critic", "CriticTrainResult", "pairwise_accuracy", "heldout_accuracy", "eval_timesteps",
+           "train_critic", "init_from", "CriticTrainResult", "pairwise_accuracy", "heldout_accuracy", "eval_timesteps",
            "plot_accuracy", "summarize_accuracy", "trainer_config", "PAIR_KINDS", "pair_kinds",
            "accuracy_by_pair_kind"]

@@ -247,7 +247,7 @@ def _train(args) -> int:
     policy = _policy(args.policy)
     from policies.critic.preferences import PreferenceData
     from policies.critic.scorer import Critic
-    from policies.critic.train import plot_accuracy, train_critic
+    from policies.critic.train import init_from, plot_accuracy, train_critic
     from simdiff.utils.run import record_run
 
     data = PreferenceData.load(args.prefs)
@@ -257,17 +257,7 @@ def _train(args) -> int:
                extra={"policy": str(args.policy), "prefs": str(args.prefs), "init": args.init})
     critic = Critic.from_policy(policy, cfg.model)
     if args.init is not None:
-        from policies.critic.ensemble import same_policy
-
-        start = Critic.load(args.init)
-        if not same_policy(start, critic):
-            raise ValueError(f"--init {args.init}: expected a critic of the base policy {args.policy}, received one "
-                             "of another policy")
-        try:
-            critic.net.load_state_dict(start.net.state_dict())
-        except RuntimeError as exc:
-            raise ValueError(f"--init {args.init}: its network does not match this config's model settings "
-                             f"({str(exc).splitlines()[0]})") from None
+        init_from(critic, Critic.load(args.init), f"--init {args.init}")
     res = train_critic(critic, data, cfg.train, cfg.prefs.tie_margin, out, device=args.device)
     plot_accuracy({"critic": res.accuracy}, out / "accuracy_vs_t.png")
     print(f"{out / 'critic'}: final loss {res.final_loss:.4f}, {res.wall_time:.0f} s")

@@ -4,7 +4,9 @@ Stages (each writes into the run directory and is skipped when its output is alr
 interrupted run resumes with ``simdiff critic experiments ... --out SAME_DIR``)::
 
     prefs.npz / prefs.json       automatic preference data (policies.critic.preferences)
-    critic_train/                Bradley-Terry training run; critic_train/critic = the critic checkpoint
+    critic_train/                critic training run (train.loss); critic_train/critic = the critic checkpoint
+    critic_finetune/             with a ``finetune`` section: a second phase from that critic (default: soft
+                                 targets); critic_finetune/critic is then the critic every later stage uses
     accuracy.json                held-out pairwise accuracy per diffusion step t
     accuracy_kinds.json          the same split by pair kind (two base samples / base vs perturbed / two perturbed)
     sampling.json                per level: base, base (stochastic sampler), terminal best-of-k,
@@ -31,7 +33,7 @@ import torch
 from simdiff.utils.io import atomic_write_bytes, atomic_write_text, read_json, write_json
 
 STAGES = ("prefs", "train", "sampling", "grpo")
-OUTPUTS = ("prefs.npz", "prefs.json", "critic_train", "accuracy.json", "accuracy_kinds.json", "sampling.json", "grpo.json",
+OUTPUTS = ("prefs.npz", "prefs.json", "critic_train", "critic_finetune", "accuracy.json", "accuracy_kinds.json", "sampling.json", "grpo.json",
            "metrics.json", "report.md", "accuracy_vs_t.png", "sampling.png", "grpo.png", "config.yaml", "run.json")
 
 
@@ -95,6 +97,23 @@ def stage_train(policy, cfg, data, out: Path, show_progress: bool = True, device
         return critic
     critic = Critic.from_policy(policy, cfg.model)
     train_critic(critic, data, cfg.train, cfg.prefs.tie_margin, run, show_progress=show_progress, device=device)
+    return critic
+
+
+def stage_finetune(policy, cfg, data, start, out: Path, show_progress: bool = True, device: str | None = None):
+    """``cfg.finetune``'s second phase, started from ``start`` (the trained critic)."""
+    from policies.critic.scorer import Critic
+    from policies.critic.train import init_from, train_critic
+
+    run = out / "critic_finetune"
+    if (run / "critic" / "meta.json").exists():
+        critic = Critic.load(run)
+        critic.policy = policy
+        return critic
+    critic = Critic.from_policy(policy, cfg.model)
+    init_from(critic, start, "critic_train/critic")
+    train_critic(critic, data, cfg.finetune.resolve(cfg.train), cfg.prefs.tie_margin, run,
+                 show_progress=show_progress, device=device)
     return critic
 
 
@@ -300,6 +319,9 @@ def run_experiments(policy_dir: str | Path, cfg, out: str | Path, *, stages: tup
     critic = stage_train(policy, cfg, data, out, show_progress, device) if needs_critic else None
     metrics: dict[str, Any] = {"policy": str(policy_dir), "env_id": env_id, "prefs": data.meta,
                                "base_policy_metrics": getattr(policy, "metrics", {})}
+    if critic is not None and cfg.finetune is not None:
+        metrics["critic_first_phase"] = dict(critic.metrics)
+        critic = stage_finetune(policy, cfg, data, critic, out, show_progress, device)
     if critic is not None:
         metrics["critic"] = {k: v for k, v in critic.metrics.items() if k != "heldout_accuracy"}
         metrics["accuracy"] = critic.metrics.get("heldout_accuracy", [])
@@ -342,7 +364,11 @@ def write_plots(out: Path, m: dict) -> list[str]:
     if m.get("accuracy"):
         from policies.critic.train import plot_accuracy
 
-        plot_accuracy({"critic": m["accuracy"]}, out / "accuracy_vs_t.png", "held-out pairwise accuracy")
+        first = (m.get("critic_first_phase") or {}).get("heldout_accuracy")
+        curves = {"critic": m["accuracy"]} if not first else {
+            f"first phase ({m['critic_first_phase'].get('loss', 'bt')})": first,
+            f"fine-tuned ({m['critic'].get('loss', '?')}): the critic used": m["accuracy"]}
+        plot_accuracy(curves, out / "accuracy_vs_t.png", "held-out pairwise accuracy")
         files.append("accuracy_vs_t.png")
     if m.get("sampling"):
         levels = list(m["sampling"]["levels"])
@@ -385,6 +411,19 @@ def _cell(c: dict) -> str:
     return f"{_pct(c['success_rate'])} [{_pct(c['ci95'][0])}, {_pct(c['ci95'][1])}]"
 
 
+_LOSS_NAMES = {"bt": "Bradley-Terry", "soft": "soft-target"}
+
+
+def _phase_text(phase: dict | None, before: str, after: str) -> str:
+    """The first training phase in one clause ('' without one): what the fine-tuned critic started from."""
+    if not phase:
+        return ""
+    acc = phase.get("heldout_accuracy") or [{}]
+    return (f"{before}{phase.get('steps')} steps, {_LOSS_NAMES.get(phase.get('loss', 'bt'))} loss, held-out accuracy "
+            f"{_pct(acc[0].get('accuracy'))}% at t = {acc[0].get('t', 0)}, {phase.get('train_wall_time_s', 0):.0f} s"
+            f"{after}")
+
+
 def render_report(m: dict, cfg, command: list[str] | None) -> str:
     lines = ["# DRM reward critic: step-wise sampling and step-wise GRPO", ""]
     cmd = " ".join(shlex.quote(c) for c in (command or sys.argv))
@@ -405,8 +444,11 @@ def render_report(m: dict, cfg, command: list[str] | None) -> str:
         lines += ["## Critic", "",
                   f"Denoiser with the last {cfg.model.drop_blocks} residual blocks dropped, "
                   f"{cfg.model.head_convs} conv layer(s) + {cfg.model.pool} pooling + MLP head; "
-                  f"{c.get('steps')} steps on {c.get('train_pairs')} pairs, timesteps {cfg.train.timesteps}; "
-                  f"final loss {c.get('final_loss', float('nan')):.4f}; training {c.get('train_wall_time_s', 0):.0f} s. "
+                  + _phase_text(m.get("critic_first_phase"), "first phase: ", "; then fine-tuned: ")
+                  + f"{c.get('steps')} steps on {c.get('train_pairs')} pairs, "
+                  f"{_LOSS_NAMES.get(c.get('loss', 'bt'))} loss, "
+                  f"timesteps {cfg.train.timesteps}; final loss {c.get('final_loss', float('nan')):.4f}; "
+                  f"training {c.get('train_wall_time_s', 0):.0f} s. "
                   f"One critic call costs {m['critic_cost']:.2f} denoiser calls (FLOPs).", "",
                   "| t | alpha_bar | held-out accuracy % [95% CI] |", "|---|---|---|"]
         for r in m["accuracy"]:
@@ -537,5 +579,5 @@ def _sampling_verdict(cells: list[dict], accuracy: list[dict] | None = None) -> 
     return text
 
 
-__all__ = ["run_experiments", "stage_prefs", "stage_train", "stage_sampling", "stage_grpo", "oracle_scorer",
+__all__ = ["run_experiments", "stage_prefs", "stage_train", "stage_finetune", "stage_sampling", "stage_grpo", "oracle_scorer",
            "evaluate_method", "render_report", "write_plots", "STAGES", "load_policy"]

@@ -104,6 +104,47 @@ def test_experiments_end_to_end_and_resume(tmp_path, tiny_policy_dir, capsys):
     assert "holds no earlier critic run" in capsys.readouterr().err
 
 
+def test_experiments_finetune_stage(tmp_path, tiny_policy_dir, capsys):
+    """With a finetune section the second phase starts from critic_train/critic, and every later stage uses it."""
+    from policies.critic.scorer import Critic
+    from simdiff.utils.io import read_json
+
+    out = tmp_path / "run"
+    args = ["critic", "experiments", str(TINY), "--policy", str(tiny_policy_dir), "--out", str(out),
+            "--stages", "prefs,train,sampling", "--set", "finetune.steps=6", "--set", "experiment.oracle_lookahead=[]"]
+    assert main(args) == 0, capsys.readouterr().err
+    first, tuned = Critic.load(out / "critic_train"), Critic.load(out / "critic_finetune")
+    assert first.metrics["loss"] == "bt" and tuned.metrics["loss"] == "soft" and tuned.metrics["steps"] == 6
+    # soft targets learn from every pair, ties included; the tiny config's margin is 0, so both see the same pairs
+    assert tuned.metrics["train_pairs"] >= first.metrics["train_pairs"]
+    changed = [not torch.equal(a, b) for a, b in zip(first.net.state_dict().values(), tuned.net.state_dict().values())]
+    assert any(changed)
+    m = read_json(out / "metrics.json")
+    assert m["critic"]["loss"] == "soft" and m["critic_first_phase"]["loss"] == "bt"
+    assert m["accuracy"] == tuned.metrics["heldout_accuracy"] and m["critic_first_phase"]["heldout_accuracy"]
+    report = (out / "report.md").read_text()
+    assert "first phase: 10 steps, Bradley-Terry loss" in report and "then fine-tuned: 6 steps" in report
+    assert "soft-target loss" in report
+    # resuming reuses the fine-tuned critic (no retraining)
+    before = (out / "critic_finetune" / "critic" / "meta.json").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (out / "critic_finetune" / "critic" / "meta.json").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"finetune": {"stpes": 3}}, "did you mean 'steps'"),
+    ({"finetune": {"lr": 0}}, "finetune.lr"),
+    ({"finetune": {"loss": "mse"}}, "finetune.loss"),
+])
+def test_finetune_config_errors(over, message):
+    from policies.critic.config import load_critic_config
+    from simdiff.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_critic_config(TINY, over)
+    assert load_critic_config(TINY).finetune is None
+
+
 def test_prefs_train_eval_commands(tmp_path, tiny_policy_dir, capsys):
     prefs = tmp_path / "p.npz"
     pol = ["--policy", str(tiny_policy_dir)]
