@@ -115,6 +115,16 @@ class PrefsConfig:
             check_range("prefs.max_episode_steps", self.max_episode_steps, lo=1)
 
 
+def _check_objective(section: str, c) -> None:
+    """lr, loss, soft_temperature and pair_sampling of a training section (train or finetune)."""
+    check_range(f"{section}.lr", c.lr, lo=0.0, lo_open=True)
+    if c.loss not in ("bt", "soft"):
+        raise ValueError(f"{section}.loss: expected 'bt' or 'soft', received {c.loss!r}")
+    check_range(f"{section}.soft_temperature", c.soft_temperature, lo=0.0, lo_open=True)
+    if c.pair_sampling not in ("uniform", "gap"):
+        raise ValueError(f"{section}.pair_sampling: expected 'uniform' or 'gap', received {c.pair_sampling!r}")
+
+
 @dataclass(frozen=True)
 class CriticTrainConfig:
     """Critic training: one timestep per pair, independent noise per chunk; Bradley-Terry or soft-target loss."""
@@ -151,14 +161,9 @@ class CriticTrainConfig:
             check_range(f"train.{name}", getattr(self, name), lo=1)
         for name in ("warmup_steps", "ckpt_every", "seed"):
             check_range(f"train.{name}", getattr(self, name), lo=0)
-        check_range("train.lr", self.lr, lo=0.0, lo_open=True)
+        _check_objective("train", self)
         check_range("train.weight_decay", self.weight_decay, lo=0.0)
         check_range("train.logit_std", self.logit_std, lo=0.0, lo_open=True)
-        if self.loss not in ("bt", "soft"):
-            raise ValueError(f"train.loss: expected 'bt' or 'soft', received {self.loss!r}")
-        check_range("train.soft_temperature", self.soft_temperature, lo=0.0, lo_open=True)
-        if self.pair_sampling not in ("uniform", "gap"):
-            raise ValueError(f"train.pair_sampling: expected 'uniform' or 'gap', received {self.pair_sampling!r}")
         if self.grad_clip is not None:
             check_range("train.grad_clip", self.grad_clip, lo=0.0, lo_open=True)
 
@@ -179,12 +184,7 @@ class CriticFinetuneConfig:
     def __post_init__(self) -> None:
         check_range("finetune.steps", self.steps, lo=1)
         check_range("finetune.warmup_steps", self.warmup_steps, lo=0)
-        check_range("finetune.lr", self.lr, lo=0.0, lo_open=True)
-        if self.loss not in ("bt", "soft"):
-            raise ValueError(f"finetune.loss: expected 'bt' or 'soft', received {self.loss!r}")
-        check_range("finetune.soft_temperature", self.soft_temperature, lo=0.0, lo_open=True)
-        if self.pair_sampling not in ("uniform", "gap"):
-            raise ValueError(f"finetune.pair_sampling: expected 'uniform' or 'gap', received {self.pair_sampling!r}")
+        _check_objective("finetune", self)
 
     def resolve(self, train: CriticTrainConfig) -> CriticTrainConfig:
         """``train`` with this phase's settings in place of its own."""

@@ -86,35 +86,31 @@ def stage_prefs(policy, cfg, out: Path, show_progress: bool = True, workers: int
     return data
 
 
-def stage_train(policy, cfg, data, out: Path, show_progress: bool = True, device: str | None = None):
+def _train_phase(policy, cfg, data, run: Path, train_cfg, start=None, show_progress: bool = True,
+                 device: str | None = None):
+    """One training phase into ``run`` (from ``start``'s weights when given); reused when already complete."""
     from policies.critic.scorer import Critic
-    from policies.critic.train import train_critic
+    from policies.critic.train import init_from, train_critic
 
-    run = out / "critic_train"
     if (run / "critic" / "meta.json").exists():
         critic = Critic.load(run)
         critic.policy = policy
         return critic
     critic = Critic.from_policy(policy, cfg.model)
-    train_critic(critic, data, cfg.train, cfg.prefs.tie_margin, run, show_progress=show_progress, device=device)
+    if start is not None:
+        init_from(critic, start, "critic_train/critic")
+    train_critic(critic, data, train_cfg, cfg.prefs.tie_margin, run, show_progress=show_progress, device=device)
     return critic
+
+
+def stage_train(policy, cfg, data, out: Path, show_progress: bool = True, device: str | None = None):
+    return _train_phase(policy, cfg, data, out / "critic_train", cfg.train, None, show_progress, device)
 
 
 def stage_finetune(policy, cfg, data, start, out: Path, show_progress: bool = True, device: str | None = None):
     """``cfg.finetune``'s second phase, started from ``start`` (the trained critic)."""
-    from policies.critic.scorer import Critic
-    from policies.critic.train import init_from, train_critic
-
-    run = out / "critic_finetune"
-    if (run / "critic" / "meta.json").exists():
-        critic = Critic.load(run)
-        critic.policy = policy
-        return critic
-    critic = Critic.from_policy(policy, cfg.model)
-    init_from(critic, start, "critic_train/critic")
-    train_critic(critic, data, cfg.finetune.resolve(cfg.train), cfg.prefs.tie_margin, run,
-                 show_progress=show_progress, device=device)
-    return critic
+    return _train_phase(policy, cfg, data, out / "critic_finetune", cfg.finetune.resolve(cfg.train), start,
+                        show_progress, device)
 
 
 def stage_accuracy_kinds(critic, data, cfg, out: Path, device: str | None = None) -> list[dict]:
