@@ -329,5 +329,5 @@ def load_critic_config(source=None, overrides: dict | None = None) -> CriticConf
     return load_config(CriticConfig, source, overrides)
 
 
-__all__ = ["CriticConfig", "CriticModelConfig", "PrefsConfig", "CriticTrainConfig", "CriticFinetuneConfig", "SamplingConfig",
-           "GrpoConfig", "ExperimentConfig", "load_critic_config"]
+__all__ = ["CriticConfig", "CriticModelConfig", "PrefsConfig", "CriticTrainConfig", "CriticFinetuneConfig",
+           "SamplingConfig", "GrpoConfig", "ExperimentConfig", "load_critic_config"]

@@ -165,8 +165,8 @@ def init_from(critic: Critic, start: Critic, what: str) -> None:
 def train_critic(critic: Critic, data: PreferenceData, cfg: CriticTrainConfig, margin: float,
                  out_dir: str | os.PathLike, *, resume: bool = True, show_progress: bool = True,
                  device: str | None = None) -> CriticTrainResult:
-    """Train ``critic.net`` with ``cfg.loss`` (Bradley-Terry or soft-target) on the training pairs of ``data``; export the EMA
-    weights to ``out_dir/critic`` with the held-out accuracy per timestep in its metrics. ``device``
+    """Train ``critic.net`` with ``cfg.loss`` (Bradley-Terry or soft-target) on the training pairs of ``data``;
+    export the EMA weights to ``out_dir/critic`` with the held-out accuracy per timestep in its metrics. ``device``
     (``cuda``, ``cuda:N``; None/``cpu`` = the CPU) is where the network trains; the critic comes back on the
     CPU, where the samplers run it."""
     from simdiff.training import train
@@ -362,6 +362,6 @@ def summarize_accuracy(rows: list[dict]) -> dict[str, Any]:
 
 __all__ = ["bradley_terry_loss", "sample_timesteps", "noisy_pair", "pair_scores", "PairTensors", "pair_tensors",
            "pair_gaps", "draw_pairs", "soft_preference_loss",
-           "train_critic", "init_from", "CriticTrainResult", "pairwise_accuracy", "heldout_accuracy", "eval_timesteps",
-           "plot_accuracy", "summarize_accuracy", "trainer_config", "PAIR_KINDS", "pair_kinds",
+           "train_critic", "init_from", "CriticTrainResult", "pairwise_accuracy", "heldout_accuracy",
+           "eval_timesteps", "plot_accuracy", "summarize_accuracy", "trainer_config", "PAIR_KINDS", "pair_kinds",
            "accuracy_by_pair_kind"]

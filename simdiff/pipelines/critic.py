@@ -33,8 +33,8 @@ import torch
 from simdiff.utils.io import atomic_write_bytes, atomic_write_text, read_json, write_json
 
 STAGES = ("prefs", "train", "sampling", "grpo")
-OUTPUTS = ("prefs.npz", "prefs.json", "critic_train", "critic_finetune", "accuracy.json", "accuracy_kinds.json", "sampling.json", "grpo.json",
-           "metrics.json", "report.md", "accuracy_vs_t.png", "sampling.png", "grpo.png", "config.yaml", "run.json")
+OUTPUTS = ("prefs.npz", "prefs.json", "critic_train", "critic_finetune", "accuracy.json", "accuracy_kinds.json",
+           "sampling.json", "grpo.json", "metrics.json", "report.md", "accuracy_vs_t.png", "sampling.png", "grpo.png", "config.yaml", "run.json")
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -575,5 +575,5 @@ def _sampling_verdict(cells: list[dict], accuracy: list[dict] | None = None) -> 
     return text
 
 
-__all__ = ["run_experiments", "stage_prefs", "stage_train", "stage_finetune", "stage_sampling", "stage_grpo", "oracle_scorer",
-           "evaluate_method", "render_report", "write_plots", "STAGES", "load_policy"]
+__all__ = ["run_experiments", "stage_prefs", "stage_train", "stage_finetune", "stage_sampling", "stage_grpo",
+           "oracle_scorer",           "evaluate_method", "render_report", "write_plots", "STAGES", "load_policy"]
