@@ -576,4 +576,4 @@ def _sampling_verdict(cells: list[dict], accuracy: list[dict] | None = None) -> 
 
 
 __all__ = ["run_experiments", "stage_prefs", "stage_train", "stage_finetune", "stage_sampling", "stage_grpo",
-           "oracle_scorer",           "evaluate_method", "render_report", "write_plots", "STAGES", "load_policy"]
+           "oracle_scorer", "evaluate_method", "render_report", "write_plots", "STAGES", "load_policy"]
