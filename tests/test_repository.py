@@ -40,3 +40,22 @@ def test_no_pickle_based_persistence():
                 if bad in text:
                     offenders.append(f"{f.relative_to(ROOT)}: {bad}")
     assert not offenders, offenders
+
+
+def test_shipped_configs_hold_no_absolute_paths():
+    # A config in configs/ must run on any checkout: file paths in it are relative (or null), never one machine's.
+    import yaml
+
+    def paths(node, where):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from paths(v, f"{where}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from paths(v, f"{where}[{i}]")
+        elif isinstance(node, str) and Path(node).is_absolute():
+            yield f"{where} = {node}"
+
+    offenders = [hit for f in sorted((ROOT / "configs").rglob("*.yaml"))
+                 for hit in paths(yaml.safe_load(f.read_text(encoding="utf-8")), str(f.relative_to(ROOT)))]
+    assert not offenders, "absolute paths in shipped configs:\n" + "\n".join(offenders)
