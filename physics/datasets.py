@@ -16,14 +16,13 @@ from __future__ import annotations
 import io
 import json
 import math
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from simdiff.errors import DatasetError
-from simdiff.utils.io import atomic_write_bytes, ensure_new_path
+from simdiff.utils.io import atomic_write_bytes, ensure_new_path, read_npz
 
 FORMAT_VERSION = 1
 _RESERVED = ("spins", "metadata", "format_version")
@@ -107,19 +106,7 @@ def save_spins(path: str | Path, spins: np.ndarray, metadata: dict | None = None
 def load_spins(path: str | Path) -> SpinDataset:
     """Read and validate a spin dataset; clear errors for missing, corrupt or malformed files."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise DatasetError(f"{path}: expected an .npz file, found a directory")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise DatasetError(f"{path}: expected an .npz archive, found a single .npy array")
-            arrays = {key: data[key] for key in data.files}
-    except DatasetError:
-        raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as exc:
-        raise DatasetError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from exc
+    arrays = read_npz(path, what="a spin dataset")
     if "spins" not in arrays:
         raise DatasetError(f"{path}: no 'spins' array; keys found: {sorted(arrays)}")
     spins = arrays.pop("spins")

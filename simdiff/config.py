@@ -184,9 +184,17 @@ def parse_overrides(items: list[str] | None) -> dict:
         key, raw = item.split("=", 1)
         node = out
         parts = key.split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': {'.'.join(parts[:i + 1])} was set to a value by an earlier "
+                                  f"override, so it has no key {parts[i + 1]!r}")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            why = str(getattr(exc, "problem", None) or exc).strip()
+            raise ConfigError(f"override '{item}': expected a YAML value after '=' (a number, a string, [a, b] or "
+                              f"{{k: v}}), received {raw!r} ({why})") from exc
     return out
 
 

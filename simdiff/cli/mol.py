@@ -26,7 +26,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config (see configs/mol/)")
     p.add_argument("--out", required=True, help="run directory")
     _executor_args(p)
-    p.add_argument("--overwrite", action="store_true", help="replace a run of a different config in DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace a run of a different config in DIR (a run of the same config resumes)")
     p.add_argument("--redo", metavar="STAGE", default=None, help="redo STAGE and every later stage")
     p.add_argument("--stop-after", metavar="STAGE", default=None, help="stop after STAGE (resume later)")
     p.set_defaults(func=_run)

@@ -1,4 +1,4 @@
-"""Atomic file writes and small JSON helpers.
+"""Atomic file writes, small JSON helpers and a checked ``.npz`` reader.
 
 Every artifact is written to a temporary file in the same directory and moved into place with ``os.replace``,
 so a kill mid-write never leaves a half-written file under the final name.
@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def _default_mode() -> int:
@@ -69,6 +72,36 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def read_npz(path: str | os.PathLike, required: Sequence[str] = (), what: str = "an .npz file") -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` archive at ``path`` (never unpickling), with ``DatasetError`` naming the file
+    when it is missing, truncated, corrupt (bad CRC), not an archive or lacks one of ``required``."""
+    import zipfile
+
+    from simdiff.errors import DatasetError
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file (expected {what})")
+    if path.is_dir():
+        raise DatasetError(f"{path}: expected {what}, found a directory")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise DatasetError(f"{path}: expected {what} (an .npz archive), found a single .npy array")
+            arrays = {key: data[key] for key in data.files}
+    except DatasetError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as exc:
+        # numpy reports a file that is no archive at all as "pickled data": say what it is instead.
+        why = "not an .npz archive" if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
+        raise DatasetError(f"{path}: not a readable .npz file, truncated or corrupt ({why}); expected {what}") from exc
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise DatasetError(f"{path}: expected {what} with arrays {list(required)}; missing {missing}, "
+                           f"found {sorted(arrays)}")
+    return arrays
 
 
 def ensure_new_path(path: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -126,6 +126,10 @@ def test_overrides_merge_into_nested_values(tmp_path):
         load_config(Cfg, p, parse_overrides(["net.hiden=1"]))
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_overrides(["steps"])
+    with pytest.raises(ConfigError, match=r"override 'name=\[oops': expected a YAML value"):
+        parse_overrides(["name=[oops"])
+    with pytest.raises(ConfigError, match="net was set to a value by an earlier override"):
+        parse_overrides(["net=3", "net.hidden=4"])
 
 
 def test_check_range_messages():

@@ -58,6 +58,8 @@ def preflight(cfg) -> None:
     if sp.horizon != ge.horizon:
         raise ValueError(f"specialist and generalist must share horizons (the generalist learns the "
                          f"specialists' action chunks): specialist {sp.horizon}, generalist {ge.horizon}")
+    if cfg.specialist.mirror or cfg.generalist.mirror:
+        mirror_signs(cfg.env.id)
 
 
 def policy_config(spec, seed: int, steps: int | None = None):
@@ -224,6 +226,12 @@ def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str
                       else torch.from_numpy(window_file_weights(paired, sampler, paired_domain_weights)))
     batch_fn = _batch_fn(sampler, labels, pcfg.train.batch_size, paired_fraction,
                          finetune_from=finetune_start(steps, finetune_fraction), window_weights=window_weights)
+    if pspec.mirror:
+        obs_sign, act_sign = mirror_signs(env_id)
+        if obs_sign.shape != (paired.obs_dim,) or act_sign.shape != (paired.action_dim,):
+            raise ValueError(f"mirror: {env_id}'s reflection has {obs_sign.size} observation and {act_sign.size} "
+                             f"action entries, the data {paired.obs_dim} and {paired.action_dim}")
+        batch_fn = mirrored(batch_fn, obs_sign, act_sign)
 
     def loss_fn(model, batch, gen):
         return policy.compute_loss(batch, gen, model)
@@ -281,6 +289,38 @@ def _batch_fn(sampler, labels, batch_size: int, paired_fraction: float | None, f
                 "task": None}
 
     return batch_fn
+
+
+def mirror_signs(env_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-entry signs ``(observation, action)`` of ``env_id``'s mirror symmetry; ValueError if it has none."""
+    from envs.registry import make
+
+    env = make(env_id)
+    try:
+        m = getattr(env.unwrapped, "mirror", None)
+    finally:
+        env.close()
+    if m is None:
+        raise ValueError(f"mirror: expected a world with a mirror symmetry (env.unwrapped.mirror), {env_id} has "
+                         "none; set mirror: false")
+    return np.asarray(m["obs"], np.float32), np.asarray(m["action"], np.float32)
+
+
+def mirrored(batch_fn, obs_sign: np.ndarray, act_sign: np.ndarray):
+    """``batch_fn`` whose rows are each reflected (``obs * obs_sign``, ``action * act_sign``) with probability
+    1/2, drawn from the step's generator after the batch, so the unreflected rows are the same as without."""
+    import torch
+
+    so, sa = torch.from_numpy(obs_sign), torch.from_numpy(act_sign)
+
+    def fn(step: int, gen: torch.Generator) -> dict:
+        b = batch_fn(step, gen)
+        flip = torch.rand(b["obs"].shape[0], generator=gen) < 0.5
+        f = flip.to(b["obs"].dtype)[:, None, None]
+        # (1 - f) * x + f * (sign * x), as one multiply: x * (1 + f * (sign - 1))
+        return {**b, "obs": b["obs"] * (1 + f * (so - 1)), "action": b["action"] * (1 + f * (sa - 1))}
+
+    return fn
 
 
 def finish_policy_job(job: dict, value: dict) -> None:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simdiff.utils.io import atomic_write_bytes
+from simdiff.errors import DatasetError
+from simdiff.utils.io import atomic_write_bytes, read_npz
 
 SOURCES = {"reset": 0, "specialist": 1, "dagger": 2}
 
@@ -90,11 +91,13 @@ class ConditionSet:
 
     @staticmethod
     def load(path: str | Path) -> ConditionSet:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [f for f in _FIELDS if f not in z.files]
-            if missing:
-                raise ValueError(f"{path}: not a condition file (missing arrays {missing})")
+        z = read_npz(path, _FIELDS, "a condition file")
+        if np.issubdtype(z["obs"].dtype, np.floating) and not np.isfinite(z["obs"]).all():
+            raise DatasetError(f"{path}: expected finite observations, received NaN or inf")
+        try:
             return ConditionSet(**{f: z[f] for f in _FIELDS})
+        except ValueError as exc:
+            raise DatasetError(f"{path}: {exc}") from exc
 
 
 def window_index(length: int, steps: np.ndarray, start_offset: int, size: int) -> np.ndarray:

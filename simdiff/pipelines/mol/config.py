@@ -88,6 +88,10 @@ class PolicySpec:
     batch_size: int = 256
     lr: float = 1e-3
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Train on the world's mirror image too: each training window (paired or pseudo) is reflected with
+    # probability 1/2 by the world's symmetry (``env.unwrapped.mirror``; Push-v0: y -> -y), which the true
+    # policy respects. A world without one is refused before anything runs.
+    mirror: bool = False
 
     def __post_init__(self) -> None:
         if self.size not in POLICY_SIZES:
@@ -430,6 +434,9 @@ def config_fingerprint(cfg: MolConfig) -> str:
         dag.pop("search_shaping")
     if "domains" in dag and dag["domains"] is None:  # likewise
         dag.pop("domains")
+    for role in ("specialist", "generalist"):
+        if d.get(role, {}).get("mirror") is False:  # likewise
+            d[role].pop("mirror")
     blob = json.dumps(d, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

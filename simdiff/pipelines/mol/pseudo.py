@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from simdiff.errors import DatasetError
 from simdiff.pipelines.mol.conditions import _FIELDS as COND_FIELDS
 from simdiff.pipelines.mol.conditions import SOURCES, ConditionSet, subsample
-from simdiff.utils.io import atomic_write_bytes
+from simdiff.utils.io import atomic_write_bytes, read_npz
 
 # label_fn(obs_windows (B, To, Do), seed) -> action chunks (B, Tp, Da); deterministic for a seed.
 LabelFn = Callable[[np.ndarray, int], np.ndarray]
@@ -46,11 +47,14 @@ class PseudoLabels:
 
     @staticmethod
     def load(path: str | Path) -> PseudoLabels:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [f for f in ("actions", *_COND_FIELDS) if f not in z.files]
-            if missing:
-                raise ValueError(f"{path}: not a pseudo-label file (missing arrays {missing})")
+        z = read_npz(path, ("actions", *_COND_FIELDS), "a pseudo-label file")
+        for name in ("actions", "obs"):
+            if np.issubdtype(z[name].dtype, np.floating) and not np.isfinite(z[name]).all():
+                raise DatasetError(f"{path}: expected finite {name}, received NaN or inf")
+        try:
             return PseudoLabels(ConditionSet(**{f: z[f] for f in _COND_FIELDS}), z["actions"])
+        except ValueError as exc:
+            raise DatasetError(f"{path}: {exc}") from exc
 
     @staticmethod
     def concat(items: list[PseudoLabels]) -> PseudoLabels:

@@ -16,6 +16,7 @@ Stages, in order (``R`` = ``dagger.rounds``)::
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 import time
@@ -46,8 +47,18 @@ def is_done(root: str | Path, name: str) -> bool:
 
 
 def read_marker(root: str | Path, name: str) -> dict | None:
+    """A stage's marker (None when the stage is not done); a damaged one is an error that says how to recover."""
     p = marker_path(root, name)
-    return read_json(p) if p.is_file() else None
+    if not p.is_file():
+        return None
+    try:
+        m = read_json(p)
+    except ValueError as exc:
+        raise UserError(f"{exc}; recompute the stage with --redo {name}") from exc
+    if not isinstance(m, dict):
+        raise UserError(f"{p}: expected a JSON object, received {type(m).__name__}; recompute the stage with "
+                        f"--redo {name}")
+    return m
 
 
 def write_marker(root: str | Path, name: str, info: dict) -> Path:
@@ -150,8 +161,19 @@ def prepare_run_dir(cfg: MolConfig, out: str | Path, overwrite: bool = False,
         if not marker.is_file():
             raise FileExistsError(f"--out {out} is not empty and holds no MOL run ({RUN_MARKER} missing); "
                                   "choose a new directory")
-        old = read_json(marker)
-        if old.get("fingerprint") == cfg.fingerprint() and not overwrite:
+        try:
+            old = read_json(marker)
+            if not isinstance(old, dict) or not isinstance(old.get("config", {}), dict):
+                raise ValueError(f"{marker}: expected a JSON object with 'fingerprint' and 'config', received "
+                                 f"{type(old).__name__}")
+        except ValueError as exc:
+            if not overwrite:
+                raise UserError(f"{exc}; the run's bookkeeping is damaged: pass --overwrite to replace the run or "
+                                "choose a new directory") from exc
+            old = {}
+        if old.get("fingerprint") == cfg.fingerprint():
+            # Same config: resume, whatever --overwrite says (it replaces runs of another config only; deleting
+            # finished work that this very command would recompute helps nobody). --redo STAGE recomputes.
             _append_resume(out, command)
             return out, True
         if not overwrite:
@@ -182,7 +204,15 @@ def _append_resume(out: Path, command: list[str] | None) -> None:
     import datetime as dt
 
     run_json = out / "run.json"
-    info = read_json(run_json) if run_json.is_file() else {}
+    try:
+        info = read_json(run_json) if run_json.is_file() else {}
+    except ValueError:
+        info = None
+    if not isinstance(info, dict) or not isinstance(info.get("resumes", []), list):
+        # run.json is a log of the commands run, not an input: a damaged one is set aside, never a reason to stop.
+        if run_json.is_file():
+            os.replace(run_json, run_json.with_suffix(".json.damaged"))
+        info = {}
     info.setdefault("resumes", []).append({
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command if command is not None else sys.argv,
@@ -268,6 +298,9 @@ def run_pipeline(cfg: MolConfig, out: str | Path, *, overwrite: bool = False, re
     if redo is not None:
         removed = invalidate_from(root, stages, redo)
         log(f"--redo {redo}: cleared {', '.join(removed) or 'nothing'}")
+    if resumed and overwrite:
+        log(f"--overwrite ignored: {root} holds a run of this same config, so it resumes (--redo STAGE recomputes "
+            "a stage and everything after it)")
     if resumed:
         log(f"resuming {root}: done already: {', '.join(done_stages(root)) or 'nothing'}")
     ctx = RunContext(cfg=cfg, root=root, executor=cfg.executor, log=log)
@@ -466,7 +499,8 @@ def _raise_failed(results: list, what: str, ctx: RunContext | None = None) -> No
         msgs = "; ".join(f"{r.name} after {r.attempts} attempt(s): {(r.error or '?').strip().splitlines()[-1]}"
                          for r in failed)
         raise StageError(f"{len(failed)} of {len(results)} {what} job(s) failed: {msgs}{where}. Finished jobs "
-                         "are kept: rerun the same command to retry the rest.")
+                         "are kept: rerun the same command to retry the rest (where an error names a damaged input "
+                         "file, first recompute the stage that wrote it with --redo STAGE).")
 
 
 # -- stage 4: pseudo-labels ------------------------------------------------------------------------------------------

@@ -245,3 +245,37 @@ def test_paired_domain_weights_config_checks_and_fingerprint():
     for bad in ([0, 0, 0, 0], [-1, 1, 1, 1], [float("nan"), 1, 1, 1]):
         with pytest.raises(ConfigError, match="paired_domain_weights"):
             with_overrides(cfg, pseudo={"paired_domain_weights": bad})
+
+
+def test_mirrored_batches_reflect_about_half_the_rows_and_keep_the_rest():
+    import torch
+
+    from simdiff.pipelines.mol.adapters import _batch_fn, mirror_signs, mirrored
+
+    obs_sign, act_sign = mirror_signs(ENV)
+    assert obs_sign.shape == (20,) and act_sign.tolist() == [1.0, -1.0]   # Push-v0: y -> -y, context unchanged
+    rng = np.random.default_rng(0)
+    pseudo = _Labels(rng.normal(size=(500, 2, 20)).astype(np.float32),
+                     rng.normal(size=(500, 8, 2)).astype(np.float32))
+    plain = _batch_fn(_Paired(), pseudo, 400, 0.0)                     # pseudo rows only
+    fn = mirrored(plain, obs_sign, act_sign)
+    a, b = plain(3, torch.Generator().manual_seed(7)), fn(3, torch.Generator().manual_seed(7))
+    same = (a["obs"] == b["obs"]).all(dim=(1, 2)) & (a["action"] == b["action"]).all(dim=(1, 2))
+    flipped = ((b["obs"] == a["obs"] * torch.from_numpy(obs_sign)).all(dim=(1, 2))
+               & (b["action"] == a["action"] * torch.from_numpy(act_sign)).all(dim=(1, 2)))
+    assert bool((same ^ flipped).all())                               # each row is itself or its mirror image
+    assert 0.4 < float(flipped.float().mean()) < 0.6
+    assert bool((b["obs"][flipped][..., 1] == -a["obs"][flipped][..., 1]).all())   # pusher y flips
+
+
+def test_mirror_needs_a_world_with_a_symmetry_and_keeps_old_fingerprints(monkeypatch):
+    from simdiff.pipelines.mol import adapters
+
+    cfg = MolConfig()
+    assert with_overrides(cfg, generalist={"mirror": False}).fingerprint() == cfg.fingerprint()
+    assert with_overrides(cfg, generalist={"mirror": True}).fingerprint() != cfg.fingerprint()
+    monkeypatch.setattr(adapters, "mirror_signs", lambda env_id: (_ for _ in ()).throw(
+        ValueError(f"mirror: {env_id} has none")))
+    with pytest.raises(ValueError, match="mirror"):
+        adapters.preflight(with_overrides(cfg, generalist={"mirror": True}))
+    adapters.preflight(cfg)                                            # off: never asked

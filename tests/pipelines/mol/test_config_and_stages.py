@@ -133,3 +133,35 @@ def test_paired_domain_weights_reach_the_final_generalist_only(tmp_path):
         assert all("paired_domain_weights" not in job for job in names[r].values())
     plain = dict(generalist_jobs(MolConfig(), tmp_path, MolConfig().dagger.rounds))
     assert all("paired_domain_weights" not in job for job in plain.values())
+
+
+def test_overwrite_on_the_same_config_resumes_and_keeps_finished_work(tmp_path):
+    cfg = MolConfig()
+    root, _ = prepare_run_dir(cfg, tmp_path / "run")
+    (root / "stages").mkdir()
+    (root / "stages" / "demos.done").write_text("{}")
+    (root / "notes.txt").write_text("mine")
+    root, resumed = prepare_run_dir(cfg, root, overwrite=True)
+    assert resumed and (root / "stages" / "demos.done").is_file() and (root / "notes.txt").read_text() == "mine"
+
+
+def test_damaged_run_bookkeeping_is_a_clear_error_or_set_aside(tmp_path):
+    from simdiff.errors import UserError
+
+    cfg = MolConfig()
+    root, _ = prepare_run_dir(cfg, tmp_path / "run")
+    (root / "run.json").write_text("[1, 2]")                 # a log of the commands: set aside, the run resumes
+    _, resumed = prepare_run_dir(cfg, root)
+    assert resumed and (root / "run.json.damaged").is_file() and "resumes" in (root / "run.json").read_text()
+    (root / "stages").mkdir()
+    (root / "stages" / "demos.done").write_text("[1]")
+    with pytest.raises(UserError, match=r"demos.done: expected a JSON object.*--redo demos"):
+        read_marker(root, "demos")
+    (root / "mol_run.json").write_text("[]")
+    with pytest.raises(UserError, match=r"mol_run.json: expected a JSON object.*--overwrite"):
+        prepare_run_dir(cfg, root)
+    (root / "mol_run.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"mol_run.json: not valid JSON"):
+        prepare_run_dir(cfg, root)
+    root, resumed = prepare_run_dir(cfg, root, overwrite=True)  # --overwrite replaces the damaged run
+    assert not resumed and not (root / "stages").exists()

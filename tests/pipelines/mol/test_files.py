@@ -1,0 +1,65 @@
+"""The run's own data files: damaged condition and pseudo-label files are errors that name the file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simdiff.errors import DatasetError
+from simdiff.pipelines.mol.conditions import ConditionSet
+from simdiff.pipelines.mol.pseudo import PseudoLabels
+
+
+def _conditions(k: int = 6) -> ConditionSet:
+    rng = np.random.default_rng(0)
+    return ConditionSet(obs=rng.normal(size=(k, 2, 20)).astype(np.float32), domain=np.zeros(k, np.int16),
+                        source=np.ones(k, np.int8), round=np.zeros(k, np.int16),
+                        episode_success=np.ones(k, bool), seed=np.arange(k, dtype=np.int64),
+                        t=np.arange(k, dtype=np.int32), executed=np.full((k, 8, 2), np.nan, np.float32))
+
+
+def _damage(path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "garbage":
+        path.write_bytes(b"garbage\n")
+    else:  # flipped bytes inside the first array: the archive's CRC no longer matches
+        mid = bytearray(data)
+        for i in range(200, 264):
+            mid[i] ^= 0xFF
+        path.write_bytes(bytes(mid))
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "flipped"])
+def test_damaged_condition_and_pseudo_files_name_the_file(tmp_path, how):
+    cs = _conditions()
+    for kind, obj, load in (("condition", cs, ConditionSet.load),
+                            ("pseudo-label", PseudoLabels(cs, np.zeros((6, 8, 2), np.float32)), PseudoLabels.load)):
+        path = obj.save(tmp_path / f"{kind}.npz")
+        assert len(load(path)) == 6
+        _damage(path, how)
+        with pytest.raises(DatasetError, match=rf"{kind}.npz: not a readable .npz file.*expected a {kind} file"):
+            load(path)
+
+
+def test_condition_and_pseudo_files_with_bad_content_name_the_file(tmp_path):
+    cs = _conditions()
+    bad = PseudoLabels(cs, np.zeros((6, 8, 2), np.float32))
+    bad.actions[2, 3, 1] = np.nan
+    with pytest.raises(DatasetError, match=r"p.npz: expected finite actions"):
+        PseudoLabels.load(bad.save(tmp_path / "p.npz"))
+    cs.obs[0, 0, 0] = np.inf
+    with pytest.raises(DatasetError, match=r"c.npz: expected finite observations"):
+        ConditionSet.load(cs.save(tmp_path / "c.npz"))
+    short = {f: getattr(_conditions(), f) for f in ("obs", "domain", "source", "round", "episode_success", "seed",
+                                                    "t", "executed")}
+    short["t"] = short["t"][:3]
+    np.savez(tmp_path / "s.npz", **short)
+    with pytest.raises(DatasetError, match=r"s.npz: ConditionSet.t: expected shape \(6,\)"):
+        ConditionSet.load(tmp_path / "s.npz")
+    np.savez(tmp_path / "m.npz", obs=short["obs"])
+    with pytest.raises(DatasetError, match=r"m.npz: expected a condition file with arrays .* missing \['domain'"):
+        ConditionSet.load(tmp_path / "m.npz")
+    with pytest.raises(FileNotFoundError, match="nope.npz: no such file"):
+        ConditionSet.load(tmp_path / "nope.npz")
