@@ -12,6 +12,7 @@ on a filesystem the workers share, which a local pool or a local Ray instance al
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,11 +122,14 @@ def demos_job(env_id: str, level: int, episodes: int, seed: int, out: str, succe
                          make_kwargs=make_kwargs)
 
 
-def load_paired(paths: Sequence[str]):
-    """Paired demos of several files as one ``policies.diffusion.data.Episodes``."""
+def load_paired(paths: Sequence[str], env_id: str | None = None):
+    """Paired demos of several files as one ``policies.diffusion.data.Episodes``; with ``env_id``, every action
+    must lie in that world's action space (a damaged file fails here, naming itself, instead of training)."""
     from envs.datasets import load_demos
     from policies.diffusion.data import episodes_from_arrays
+    from simdiff.errors import DatasetError
 
+    low, high = action_bounds(env_id) if env_id else (None, None)
     obs, act, layout, counts = [], [], None, []
     for p in paths:
         ds = load_demos(p)
@@ -133,8 +137,12 @@ def load_paired(paths: Sequence[str]):
         layout = {k: tuple(v) for k, v in lay.items()} if isinstance(lay, dict) else layout
         n0 = len(obs)
         for ep in ds:
+            a = ep.actions
+            if low is not None and a.shape[1] == low.size and not ((a >= low - 1e-6) & (a <= high + 1e-6)).all():
+                raise DatasetError(f"{p}: {ep.name}: expected actions in {env_id}'s action space [{low.min():g}, "
+                                   f"{high.max():g}], received values in [{a.min():g}, {a.max():g}]")
             obs.append(ep.flat_obs())
-            act.append(ep.actions)
+            act.append(a)
         counts.append(len(obs) - n0)
     return episodes_from_arrays(obs, act, layout, meta={"paths": [str(p) for p in paths],
                                                         "episodes_per_file": counts})
@@ -204,7 +212,7 @@ def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str
     torch.set_num_threads(int(threads))
     pspec = load_config(PolicySpec, spec)
     pcfg = policy_config(pspec, seed=seed, steps=steps)
-    paired = load_paired(demos)
+    paired = load_paired(demos, env_id)
     labels = PseudoLabels.concat([PseudoLabels.load(p) for p in pseudo]) if pseudo else None
     To, Tp, Ta = pcfg.horizon.obs, pcfg.horizon.prediction, pcfg.horizon.action
     if labels is not None and labels.actions.shape[1] != Tp:
@@ -289,6 +297,19 @@ def _batch_fn(sampler, labels, batch_size: int, paired_fraction: float | None, f
                 "task": None}
 
     return batch_fn
+
+
+@functools.lru_cache(maxsize=8)
+def action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` of ``env_id``'s (box) action space."""
+    from envs.registry import make
+
+    env = make(env_id)
+    try:
+        space = env.action_space
+        return np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+    finally:
+        env.close()
 
 
 def mirror_signs(env_id: str) -> tuple[np.ndarray, np.ndarray]:

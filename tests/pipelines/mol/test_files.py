@@ -63,3 +63,18 @@ def test_condition_and_pseudo_files_with_bad_content_name_the_file(tmp_path):
         ConditionSet.load(tmp_path / "m.npz")
     with pytest.raises(FileNotFoundError, match="nope.npz: no such file"):
         ConditionSet.load(tmp_path / "nope.npz")
+
+
+def test_paired_demos_with_actions_outside_the_action_space_are_refused(tmp_path):
+    import h5py
+
+    from simdiff.pipelines.mol.adapters import collect_demos, load_paired
+
+    path = tmp_path / "d.hdf5"
+    collect_demos("simdiff/Push-v0", 0, 2, 0, path, True, workers=1)
+    assert load_paired([str(path)], "simdiff/Push-v0").num_episodes == 2
+    with h5py.File(path, "r+") as f:
+        f["data/demo_1/actions"][3, 0] = 1e30            # a damaged float: finite, but no action the world takes
+    assert load_paired([str(path)]).num_episodes == 2    # without a world to check against, it loads
+    with pytest.raises(DatasetError, match=r"d.hdf5: demo_1: expected actions in simdiff/Push-v0's action space"):
+        load_paired([str(path)], "simdiff/Push-v0")
