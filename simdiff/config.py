@@ -147,13 +147,38 @@ def _build(schema: type[T], data: dict, where: str) -> T:
         raise ConfigError(f"{prefix}{exc}") from exc
 
 
+def _unique_key_loader():
+    """``yaml.SafeLoader`` that refuses a mapping with a repeated key (plain YAML keeps the last one silently,
+    so a config with two ``steps:`` lines would run with whichever came last)."""
+    import yaml
+
+    class UniqueKeySafeLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeySafeLoader
+
+
 def _read_yaml(path: Path) -> dict:
     import yaml
 
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # safe_load with a duplicate-key check: the SafeLoader's constructors only
+        loader = _unique_key_loader()(path.read_text(encoding="utf-8"))
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if data is None:

@@ -138,3 +138,12 @@ def test_check_range_messages():
         check_range("p", 1, lo=0, hi=1, lo_open=True, hi_open=True)
     with pytest.raises(ValueError, match=r"n: expected a value in \[-inf, 3\], received 4"):
         check_range("n", 4, hi=3)
+
+
+def test_a_repeated_key_in_a_config_file_is_an_error(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("steps: 20\nnet:\n  hidden: 32\n  hidden: 64\n")
+    with pytest.raises(ConfigError, match=r"(?s)c.yaml: not valid YAML.*duplicate key 'hidden' \(first on line 3\)"):
+        load_config(Cfg, p)
+    p.write_text("steps: 20\nnet: {hidden: 32}\n")
+    assert load_config(Cfg, p).net.hidden == 32

@@ -61,6 +61,12 @@ def preflight(cfg) -> None:
                          f"specialists' action chunks): specialist {sp.horizon}, generalist {ge.horizon}")
     if cfg.specialist.mirror or cfg.generalist.mirror:
         mirror_signs(cfg.env.id)
+    if cfg.env.make_kwargs:  # the world must accept them now, not four jobs later
+        try:
+            env_factory(cfg.env.id, 0, cfg.env.make_kwargs)().close()
+        except Exception as exc:
+            raise ValueError(f"env.make_kwargs: {cfg.env.id} refused {dict(cfg.env.make_kwargs)}: "
+                             f"{type(exc).__name__}: {exc}") from exc
 
 
 def policy_config(spec, seed: int, steps: int | None = None):

@@ -221,13 +221,23 @@ def _append_resume(out: Path, command: list[str] | None) -> None:
 
 
 def load_run_config(run_dir: str | Path) -> MolConfig:
-    """The resolved config of an existing run directory."""
-    from simdiff.config import load_config
+    """The resolved config of an existing run directory (refused when ``config.yaml`` no longer matches the run)."""
+    from simdiff.config import load_config, to_dict
 
     run_dir = Path(run_dir)
     if not (run_dir / RUN_MARKER).is_file():
         raise FileNotFoundError(f"{run_dir} is not a MOL run directory ({RUN_MARKER} missing)")
-    return load_config(MolConfig, run_dir / "config.yaml")
+    cfg = load_config(MolConfig, run_dir / "config.yaml")
+    marker = read_json(run_dir / RUN_MARKER)
+    stored = marker.get("fingerprint") if isinstance(marker, dict) else None
+    if stored != cfg.fingerprint():
+        # config.yaml is what reports and probes read; if it no longer describes what ran, say so.
+        diffs = _config_diffs(marker.get("config", {}) if isinstance(marker, dict) else {},
+                              _fingerprinted(to_dict(cfg)))
+        raise UserError(f"{run_dir / 'config.yaml'} does not describe the run in {run_dir} (fingerprint "
+                        f"{cfg.fingerprint()}, the run's {stored}; {'; '.join(diffs[:6]) or 'unreadable record'}): "
+                        "it was edited after the run; restore it")
+    return cfg
 
 
 def with_executor(cfg: MolConfig, **changes: Any) -> MolConfig:
@@ -661,15 +671,28 @@ def _stage_evaluate(ctx: RunContext) -> dict:
 
 
 # -- report ------------------------------------------------------------------------------------------------------
+def _read_cell(path: Path) -> dict:
+    """One evaluation cell's metrics entry; a damaged cell names its file and how to recompute it."""
+    from simdiff.pipelines.mol.report import cell
+
+    res = read_json(path)
+    ok = isinstance(res, dict) and all(isinstance(res.get(k), int) and not isinstance(res.get(k), bool)
+                                       for k in ("successes", "episodes"))
+    if not ok or not 0 <= res["successes"] <= res["episodes"] or res["episodes"] < 1:
+        got = {k: res.get(k) for k in ("successes", "episodes")} if isinstance(res, dict) else type(res).__name__
+        raise UserError(f"{path}: expected an evaluation cell with integers 0 <= successes <= episodes, episodes "
+                        f">= 1; received {got}. Delete the file and rerun the command to re-evaluate that cell")
+    return cell(res["successes"], res["episodes"])
+
+
 def collect_metrics(cfg: MolConfig, root: Path) -> tuple[dict, dict]:
     """metrics.json's methods (plus the details the report shows) from the evaluation cells."""
-    from simdiff.pipelines.mol.report import cell, pooled
+    from simdiff.pipelines.mol.report import pooled
 
     methods: dict[str, dict] = {}
     spec_shift: dict[str, dict] = {}
     for c in eval_plan(cfg, root):
-        res = read_json(eval_cell_path(root, c["method"], c["key"]))
-        entry = cell(int(res["successes"]), int(res["episodes"]))
+        entry = _read_cell(eval_cell_path(root, c["method"], c["key"]))
         if c["method"].startswith("specialist_domain_"):
             if c["key"] == "shift":
                 spec_shift[c["method"]] = entry

@@ -78,3 +78,40 @@ def test_paired_demos_with_actions_outside_the_action_space_are_refused(tmp_path
     assert load_paired([str(path)]).num_episodes == 2    # without a world to check against, it loads
     with pytest.raises(DatasetError, match=r"d.hdf5: demo_1: expected actions in simdiff/Push-v0's action space"):
         load_paired([str(path)], "simdiff/Push-v0")
+
+
+def test_bad_env_make_kwargs_fail_before_anything_runs():
+    from simdiff.pipelines.mol import adapters
+    from simdiff.pipelines.mol.config import MolConfig, with_overrides
+
+    with pytest.raises(ValueError, match=r"env.make_kwargs: simdiff/Push-v0 refused \{'max_episode_steps': -3\}"):
+        adapters.preflight(with_overrides(MolConfig(), env={"make_kwargs": {"max_episode_steps": -3}}))
+    adapters.preflight(with_overrides(MolConfig(), env={"make_kwargs": {"max_episode_steps": 30}}))
+
+
+def test_a_damaged_evaluation_cell_names_its_file(tmp_path):
+    from simdiff.errors import UserError
+    from simdiff.pipelines.mol.stages import _read_cell
+    from simdiff.utils.io import write_json
+
+    p = tmp_path / "level_2.json"
+    write_json(p, {"successes": 3, "episodes": 4})
+    assert _read_cell(p)["success"] == 0.75
+    for bad in ({"succ": 1}, {"successes": "x", "episodes": 4}, {"successes": 5, "episodes": 4},
+                {"successes": 0, "episodes": 0}, [1]):
+        write_json(p, bad)
+        with pytest.raises(UserError, match=r"level_2.json: expected an evaluation cell .*Delete the file"):
+            _read_cell(p)
+
+
+def test_an_edited_config_yaml_is_refused_by_readers_of_the_run(tmp_path):
+    from simdiff.errors import UserError
+    from simdiff.pipelines.mol.config import MolConfig
+    from simdiff.pipelines.mol.stages import load_run_config, prepare_run_dir
+
+    root, _ = prepare_run_dir(MolConfig(), tmp_path / "run")
+    assert load_run_config(root) == MolConfig()
+    text = (root / "config.yaml").read_text()
+    (root / "config.yaml").write_text(text.replace("episodes: 100", "episodes: 7", 1))
+    with pytest.raises(UserError, match=r"config.yaml does not describe the run .*evaluation.episodes: 100 -> 7"):
+        load_run_config(root)
