@@ -101,6 +101,7 @@ def _status(args: argparse.Namespace) -> int:
     cfg = load_run_config(args.run_dir)
     for st in build_stages(cfg):
         m = read_marker(args.run_dir, st.name)
-        state = f"done ({m['seconds']:.1f} s)" if m else "pending"
+        secs = m.get("seconds") if m is not None else None
+        state = "pending" if m is None else (f"done ({secs:.1f} s)" if isinstance(secs, (int, float)) else "done")
         print(f"{st.name:<16} {state}")
     return 0

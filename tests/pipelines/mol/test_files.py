@@ -115,3 +115,16 @@ def test_an_edited_config_yaml_is_refused_by_readers_of_the_run(tmp_path):
     (root / "config.yaml").write_text(text.replace("episodes: 100", "episodes: 7", 1))
     with pytest.raises(UserError, match=r"config.yaml does not describe the run .*evaluation.episodes: 100 -> 7"):
         load_run_config(root)
+
+
+def test_status_agrees_with_the_runner_on_what_is_done(tmp_path, capsys):
+    from simdiff.cli import main
+    from simdiff.pipelines.mol.config import MolConfig
+    from simdiff.pipelines.mol.stages import is_done, prepare_run_dir
+
+    root, _ = prepare_run_dir(MolConfig(), tmp_path / "run")
+    (root / "stages").mkdir()
+    (root / "stages" / "demos.done").write_text("{}")     # a marker without timings still marks the stage done
+    assert is_done(root, "demos") and main(["mol", "status", str(root)]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["demos"].startswith("done") and lines["specialists"] == "pending"
