@@ -182,7 +182,10 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if data is None:
-        data = {}
+        # an empty file is almost always a mistake (a truncated copy, a wrong path): running every default
+        # instead would start a full-size run nobody asked for
+        raise ConfigError(f"{path}: the file is empty; expected a mapping of config values (write `{{}}` to run "
+                          "every default)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at top level, received {type(data).__name__}")
     return data

@@ -169,19 +169,28 @@ class PreferenceData:
     @classmethod
     def load(cls, path: str | os.PathLike) -> PreferenceData:
         from simdiff.errors import DatasetError
-        from simdiff.utils.io import read_json
+        from simdiff.utils.io import read_json, read_npz
 
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such preference file")
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in _ARRAYS if k not in z.files]
-            if missing:
-                raise DatasetError(f"{path}: not a preference file (missing arrays {missing})")
-            arrays = {k: z[k] for k in _ARRAYS + _SIBLING_ARRAYS if k in z.files}
+        z = read_npz(path, _ARRAYS, "a preference file")
+        arrays = {k: z[k] for k in _ARRAYS + _SIBLING_ARRAYS if k in z}
+        for k, a in arrays.items():
+            if k != "success_step" and np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+                raise DatasetError(f"{path}: expected finite values in '{k}', received NaN or inf")
         meta_path = path.with_suffix(".json")
-        meta = read_json(meta_path) if meta_path.exists() else {}
-        return cls(**arrays, meta=meta)
+        if not meta_path.is_file():
+            # the sidecar holds the train / held-out split and how the data were made: without it, results change
+            raise DatasetError(f"{path}: expected its sidecar {meta_path.name} next to it (written with the file), "
+                               "found none")
+        meta = read_json(meta_path)
+        if not isinstance(meta, dict):
+            raise DatasetError(f"{meta_path}: expected a JSON object, received {type(meta).__name__}")
+        try:
+            return cls(**arrays, meta=meta)
+        except ValueError as exc:
+            raise DatasetError(f"{path}: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------------------------ collection

@@ -136,11 +136,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from simdiff.pipelines.skild.core import generate, save_npz, to_spins
-    from simdiff.utils.io import ensure_new_path
 
     if args.n < 1:
         raise ValueError(f"--n: expected >= 1, received {args.n}")
-    out = ensure_new_path(args.out, args.overwrite)
+    out = _npz_out(args.out, args.overwrite)
     model = _setup(args)
     x = generate(model, args.n, seed=args.seed, steps=_steps(args), batch_size=args.batch_size)
     save_npz(out, samples=x.numpy(), spins=to_spins(x[:, 0]), L=model.L, seed=args.seed, kind=model.kind,
@@ -151,9 +150,8 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _superres(args: argparse.Namespace) -> int:
     from simdiff.pipelines.skild.core import check_lowres, load_lattices, save_npz, superres, to_spins
-    from simdiff.utils.io import ensure_new_path
 
-    out = ensure_new_path(args.out, args.overwrite)
+    out = _npz_out(args.out, args.overwrite)
     model = _setup(args)
     x_low = check_lowres(model, load_lattices(args.input))
     x, info = superres(model, x_low, seed=args.seed, steps=_steps(args), batch_size=args.batch_size,
@@ -166,6 +164,18 @@ def _superres(args: argparse.Namespace) -> int:
     return 0
 
 
+def _npz_out(path: str, overwrite: bool) -> Path:
+    """``--out FILE.npz``: an .npz path that is not a directory (and, without --overwrite, does not exist)."""
+    from simdiff.utils.io import ensure_new_path
+
+    out = Path(path)
+    if out.suffix != ".npz":
+        raise ValueError(f"--out: expected a file name ending in .npz, received {path!r}")
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {path}: expected a file name ending in .npz, found a directory")
+    return ensure_new_path(out, overwrite)
+
+
 def _validate(args: argparse.Namespace) -> int:
     from simdiff.pipelines.skild.core import load_lattices, load_model
     from simdiff.pipelines.skild.validate import validate
@@ -174,6 +184,9 @@ def _validate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         ensure_new_path(out, args.overwrite)
+    bad = [f for f in args.factors or () if f < 2]
+    if bad:
+        raise ValueError(f"--factors: expected super-resolution factors >= 2 (e.g. 2 4), received {bad}")
     for name in ("n", "n_superres"):
         v = getattr(args, name)
         if v is not None and v < 2 and not (name == "n" and v == 0):

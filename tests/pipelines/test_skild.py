@@ -252,3 +252,28 @@ def test_pretrained_models_load_and_sample_offline(name):
     assert model.meta["command"][:3] == ["simdiff", "skild", "train"]
     x = core.generate(model, 2, seed=0, steps=4)
     assert x.shape == (2, 1, model.L, model.L) and bool(torch.isfinite(x).all())
+
+
+def test_lattice_files_that_are_no_ising_configurations_are_refused(tmp_path):
+    from simdiff.errors import DatasetError
+
+    good = _tiny_lattices(4)
+    for name, spins in (("twos", 2 * good), ("bits", (good > 0).astype(np.int8)), ("bools", good > 0)):
+        np.savez(tmp_path / f"{name}.npz", spins=spins)
+        with pytest.raises(DatasetError, match=rf"{name}.npz: key 'spins': expected"):
+            core.load_lattices(tmp_path / f"{name}.npz")
+    np.savez(tmp_path / "ok.npz", spins=good)
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "ok.npz").read_bytes()[:100])
+    with pytest.raises(DatasetError, match=r"cut.npz: not a readable .npz file"):
+        core.load_lattices(tmp_path / "cut.npz")
+    assert core.load_lattices(tmp_path / "ok.npz").shape == good.shape
+
+
+def test_sample_and_validate_arguments_are_checked(tmp_path, capsys):
+    assert main(["skild", "sample", "--pretrained", "ising32", "--n", "2", "--out", str(tmp_path / "s.txt")]) == 2
+    assert "expected a file name ending in .npz" in capsys.readouterr().err
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, spins=_tiny_lattices(4, L=32))
+    assert main(["skild", "validate", "--pretrained", "ising32", "--reference", str(ref), "--out",
+                 str(tmp_path / "v"), "--factors", "0"]) == 2
+    assert "--factors: expected super-resolution factors >= 2" in capsys.readouterr().err

@@ -147,3 +147,12 @@ def test_a_repeated_key_in_a_config_file_is_an_error(tmp_path):
         load_config(Cfg, p)
     p.write_text("steps: 20\nnet: {hidden: 32}\n")
     assert load_config(Cfg, p).net.hidden == 32
+
+
+def test_an_empty_config_file_is_an_error_and_an_empty_mapping_runs_the_defaults(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("")
+    with pytest.raises(ConfigError, match="c.yaml: the file is empty"):
+        load_config(Cfg, p)
+    p.write_text("{}\n")
+    assert load_config(Cfg, p) == Cfg()

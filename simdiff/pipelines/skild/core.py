@@ -35,6 +35,7 @@ from simdiff.nets.unet2d import UNet2D
 from simdiff.pipelines.skild.config import SkildConfig
 from simdiff.processes import gaussian as gs
 from simdiff.processes import spectral as sp
+from simdiff.utils.io import read_npz
 
 MODEL_DIR = "model"
 MODEL_KIND = "simdiff.skild.model"
@@ -51,19 +52,14 @@ def load_lattices(path: str | os.PathLike, key: str | None = None) -> np.ndarray
     Returns float32 ``(N, L, L)``. Raises :class:`DatasetError` naming the file and what is wrong.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = list(z.keys())
-            use = key or next((k for k in ("spins", "samples") if k in keys), None)
-            if use is None or use not in keys:
-                raise DatasetError(f"{path}: expected a key 'spins' or 'samples', found {keys}")
-            arr = np.asarray(z[use])
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, DatasetError):
-            raise
-        raise DatasetError(f"{path}: not a readable .npz file ({exc})") from exc
+    z = read_npz(path, what="lattices (an .npz with key 'spins' or 'samples')")
+    keys = list(z)
+    use = key or next((k for k in ("spins", "samples") if k in keys), None)
+    if use is None or use not in keys:
+        raise DatasetError(f"{path}: expected a key 'spins' or 'samples', found {keys}")
+    arr = np.asarray(z[use])
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise DatasetError(f"{path}: key '{use}': expected numeric lattices, received dtype {arr.dtype}")
     if arr.ndim == 4 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 3 or arr.shape[1] != arr.shape[2] or arr.shape[0] < 1:
@@ -71,6 +67,10 @@ def load_lattices(path: str | os.PathLike, key: str | None = None) -> np.ndarray
                            f"received {tuple(arr.shape)}")
     if not np.all(np.isfinite(arr)):
         raise DatasetError(f"{path}: key '{use}' contains NaN or inf")
+    if use == "spins" and not np.all(np.abs(arr) == 1):
+        # Ising configurations: anything else (0/1 bits, +-2, a scaled copy) would train a model of other data
+        bad = np.unique(arr[np.abs(arr) != 1])[:5].tolist()
+        raise DatasetError(f"{path}: key 'spins': expected values +-1 only, found {bad}")
     return arr.astype(np.float32)
 
 

@@ -96,6 +96,23 @@ def test_collect_is_deterministic_and_round_trips(tmp_path, tiny_policy):
     c = PreferenceData.load(tmp_path / "p.npz")
     assert np.array_equal(c.utility, a.utility) and c.meta["states"] == a.num_states
     assert c.meta["train_pairs"] == len(a.pairs(0.0, heldout=False)[0])
+    # damaged copies are errors naming the file, never data that score silently
+    from simdiff.errors import DatasetError
+
+    (tmp_path / "t.npz").write_bytes((tmp_path / "p.npz").read_bytes()[:200])
+    (tmp_path / "t.json").write_text("{}")
+    with pytest.raises(DatasetError, match=r"t.npz: not a readable .npz file"):
+        PreferenceData.load(tmp_path / "t.npz")
+    obs = a.obs.copy()
+    a.obs[...] = np.nan
+    a.save(tmp_path / "n.npz")
+    with pytest.raises(DatasetError, match=r"n.npz: expected finite values in 'obs'"):
+        PreferenceData.load(tmp_path / "n.npz")
+    a.obs[...] = obs
+    a.save(tmp_path / "s.npz")
+    (tmp_path / "s.json").unlink()
+    with pytest.raises(DatasetError, match=r"s.npz: expected its sidecar s.json"):
+        PreferenceData.load(tmp_path / "s.npz")
 
 
 def test_merge_joins_collections_and_keeps_the_first_held_out_set(tiny_policy):
