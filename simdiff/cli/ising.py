@@ -55,19 +55,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_coarse)
 
 
-def _check_out(path: str, overwrite: bool):
-    from pathlib import Path
-
-    from simdiff.utils.io import ensure_new_path
-
-    out = Path(path)
-    if out.suffix != ".npz":
-        raise ValueError(f"--out: expected a file name ending in .npz, received {path!r}")
-    if out.is_dir():
-        raise ValueError(f"--out: {path!r} is a directory")
-    return ensure_new_path(out, overwrite)
-
-
 def _print(summary: dict, as_json: bool) -> None:
     from simdiff.utils.io import to_json
 
@@ -97,8 +84,9 @@ def _sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--thin: expected an integer >= 1, received {args.thin}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads: expected an integer >= 1, received {args.threads}")
-    out = _check_out(args.out, args.overwrite)
+    from simdiff.utils.io import ensure_new_npz_path
 
+    out = ensure_new_npz_path(args.out, args.overwrite)
     res = ising.sample_configurations(args.L, args.temperature, args.samples, algorithm, seed=args.seed,
                                       chains=args.chains, burn_in=args.burn_in, thin=args.thin,
                                       threads=args.threads, progress=True)
@@ -167,7 +155,9 @@ def _coarse(args: argparse.Namespace) -> int:
         raise ValueError(f"--factor: expected an integer >= 2, received {args.factor}")
     if args.seed < 0:
         raise ValueError(f"--seed: expected an integer >= 0, received {args.seed}")
-    out = _check_out(args.out, args.overwrite)
+    from simdiff.utils.io import ensure_new_npz_path
+
+    out = ensure_new_npz_path(args.out, args.overwrite)
     data = load_spins(args.file)
     if data.L % args.factor:
         raise ValueError(f"--factor: expected a divisor of the lattice side L = {data.L}, received {args.factor}")

@@ -139,7 +139,9 @@ def _sample(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ValueError(f"--n: expected >= 1, received {args.n}")
-    out = _npz_out(args.out, args.overwrite)
+    from simdiff.utils.io import ensure_new_npz_path
+
+    out = ensure_new_npz_path(args.out, args.overwrite)
     model = _setup(args)
     x = generate(model, args.n, seed=args.seed, steps=_steps(args), batch_size=args.batch_size)
     save_npz(out, samples=x.numpy(), spins=to_spins(x[:, 0]), L=model.L, seed=args.seed, kind=model.kind,
@@ -150,8 +152,9 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _superres(args: argparse.Namespace) -> int:
     from simdiff.pipelines.skild.core import check_lowres, load_lattices, save_npz, superres, to_spins
+    from simdiff.utils.io import ensure_new_npz_path
 
-    out = _npz_out(args.out, args.overwrite)
+    out = ensure_new_npz_path(args.out, args.overwrite)
     model = _setup(args)
     x_low = check_lowres(model, load_lattices(args.input))
     x, info = superres(model, x_low, seed=args.seed, steps=_steps(args), batch_size=args.batch_size,
@@ -162,18 +165,6 @@ def _superres(args: argparse.Namespace) -> int:
           f"(reverse process from step n0 = {info['n0']} of {info['num_steps']}, {info['sampler_steps']} steps); "
           f"wrote {out}")
     return 0
-
-
-def _npz_out(path: str, overwrite: bool) -> Path:
-    """``--out FILE.npz``: an .npz path that is not a directory (and, without --overwrite, does not exist)."""
-    from simdiff.utils.io import ensure_new_path
-
-    out = Path(path)
-    if out.suffix != ".npz":
-        raise ValueError(f"--out: expected a file name ending in .npz, received {path!r}")
-    if out.is_dir():
-        raise IsADirectoryError(f"--out {path}: expected a file name ending in .npz, found a directory")
-    return ensure_new_path(out, overwrite)
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -110,3 +110,13 @@ def ensure_new_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
     return path
+
+
+def ensure_new_npz_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """An ``--out FILE.npz``: a name ending in ``.npz`` that is not a directory (see :func:`ensure_new_path`)."""
+    out = Path(path)
+    if out.suffix != ".npz":
+        raise ValueError(f"--out: expected a file name ending in .npz, received {str(path)!r}")
+    if out.is_dir():
+        raise ValueError(f"--out {path}: expected a file name ending in .npz, found a directory")
+    return ensure_new_path(out, overwrite)

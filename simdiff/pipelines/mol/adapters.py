@@ -306,27 +306,27 @@ def _batch_fn(sampler, labels, batch_size: int, paired_fraction: float | None, f
 
 
 @functools.lru_cache(maxsize=8)
-def action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(low, high)`` of ``env_id``'s (box) action space."""
+def _world_facts(env_id: str) -> tuple[np.ndarray, np.ndarray, dict | None]:
+    """``(action low, action high, mirror signs or None)`` of ``env_id``, read off one instance, once per process."""
     from envs.registry import make
 
     env = make(env_id)
     try:
-        space = env.action_space
-        return np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+        space, m = env.action_space, getattr(env.unwrapped, "mirror", None)
+        return np.asarray(space.low, np.float32), np.asarray(space.high, np.float32), m
     finally:
         env.close()
+
+
+def action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` of ``env_id``'s (box) action space."""
+    low, high, _ = _world_facts(env_id)
+    return low, high
 
 
 def mirror_signs(env_id: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-entry signs ``(observation, action)`` of ``env_id``'s mirror symmetry; ValueError if it has none."""
-    from envs.registry import make
-
-    env = make(env_id)
-    try:
-        m = getattr(env.unwrapped, "mirror", None)
-    finally:
-        env.close()
+    m = _world_facts(env_id)[2]
     if m is None:
         raise ValueError(f"mirror: expected a world with a mirror symmetry (env.unwrapped.mirror), {env_id} has "
                          "none; set mirror: false")
