@@ -29,6 +29,7 @@ those numbers.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -439,6 +440,32 @@ def check_size(L: int, algorithm: str | None = None) -> int:
         raise ValueError(f"L: checkerboard Metropolis needs an even L (the torus is bipartite only then), "
                          f"received {L}")
     return int(L)
+
+
+def sampling_bytes(L: int, n_samples: int, chains: int) -> int:
+    """Peak bytes :func:`sample_configurations` holds: the int8 output, each chain's lattice, its block of
+    recorded lattices and its cluster workspace (an int64 stack or union-find parent plus flags per site)."""
+    per_chain = min(_BLOCK, -(-n_samples // chains)) + 1 + 9
+    return int(L) * int(L) * (int(n_samples) + int(chains) * per_chain)
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's physical memory in bytes, or None where the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_memory(L: int, n_samples: int, chains: int, fraction: float = 0.8) -> int:
+    """Refuse a sampling run that would need more than ``fraction`` of physical memory, before any work."""
+    need = sampling_bytes(L, n_samples, min(chains, n_samples))
+    have = physical_memory_bytes()
+    if have is not None and need > fraction * have:
+        raise ValueError(f"L = {L}, {n_samples} samples, {chains} chains: needs about {need / 2**30:.1f} GiB, "
+                         f"more than {fraction:.0%} of this machine's {have / 2**30:.1f} GiB; expected a smaller "
+                         f"L, fewer samples or fewer chains")
+    return need
 
 
 def check_temperature(temperature: float) -> float:
@@ -857,6 +884,7 @@ def sample_configurations(L: int, temperature: float, n_samples: int, algorithm:
         clusters_per_step = _check_count(clusters_per_step, "clusters_per_step", 1)
     if threads is not None:
         threads = _check_count(threads, "threads", 1)
+    check_memory(L, n_samples, chains)
 
     # Step 1: start, and for Wolff fix the step length.
     spins = _initial_spins(L, chains, seed, init)

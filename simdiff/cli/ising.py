@@ -84,6 +84,7 @@ def _sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--thin: expected an integer >= 1, received {args.thin}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads: expected an integer >= 1, received {args.threads}")
+    ising.check_memory(args.L, args.samples, args.chains)
     from simdiff.utils.io import ensure_new_npz_path
 
     out = ensure_new_npz_path(args.out, args.overwrite)

@@ -49,6 +49,7 @@ def test_sample_observables_coarse(tmp_path, capsys):
      "algorithm: expected one of metropolis, wolff, swendsen-wang, received 'heatbath'"),
     (["--L", "7", "--temperature", "2", "--samples", "5", "--algorithm", "metropolis"], "even L"),
     (["--L", "8", "--temperature", "2", "--samples", "0"], "--samples"),
+    (["--L", "100000", "--temperature", "2.27", "--samples", "10"], "GiB, more than 80% of this machine's"),
 ])
 def test_bad_sample_arguments_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "x.npz"

@@ -132,3 +132,16 @@ def test_bad_arguments_say_expected_and_received(kwargs, match):
     args = {"L": 8, "temperature": 2.0, "n_samples": 10, "algorithm": "wolff", **kwargs}
     with pytest.raises(ValueError, match=match):
         ising.sample_configurations(progress=False, **args)
+
+
+def test_sampling_bytes_counts_output_and_chain_workspace():
+    # 10 samples of 16 x 16 on 2 chains: 10 output lattices, and per chain its lattice, a block of 5 recorded
+    # lattices and 9 bytes of cluster workspace per site.
+    assert ising.sampling_bytes(16, 10, 2) == 256 * (10 + 2 * (5 + 1 + 9))
+
+
+def test_check_memory_refuses_before_any_work(monkeypatch):
+    monkeypatch.setattr(ising, "physical_memory_bytes", lambda: 1 << 20)
+    assert ising.check_memory(64, 10, 2) == ising.sampling_bytes(64, 10, 2)
+    with pytest.raises(ValueError, match="L = 512, 10 samples, 2 chains: needs about"):
+        ising.sample_configurations(512, 2.27, 10, chains=2, progress=False)

@@ -103,6 +103,17 @@ def test_train_writes_resumable_run_and_model(tiny_run):
         core.train_run(load_config(SkildConfig, {**TINY, "name": "other"}), run)
 
 
+def test_sampler_steps_beyond_the_process_are_refused(tiny_run):
+    model = core.load_model(tiny_run["run"])
+    assert core.resolve_steps(model, -1) == TINY["sample"]["steps"] and core.resolve_steps(model, None) is None
+    assert core.resolve_steps(model, 100) == 100
+    for bad in (101, 0, 2.5):
+        with pytest.raises(ValueError, match=r"steps: expected an integer in 1\.\.100"):
+            core.generate(model, 2, steps=bad)
+    with pytest.raises(ValueError, match=r"steps: expected an integer in 1\.\.100 .*received 500"):
+        core.superres(model, torch.ones(2, 4, 4), steps=500)
+
+
 def test_sample_superres_and_start_steps(tiny_run):
     model = core.load_model(tiny_run["run"])
     x = core.generate(model, 5, seed=3)
@@ -239,6 +250,15 @@ def test_cli_errors(tiny_run, tmp_path, capsys):
     assert not (tmp_path / "b.npz").exists()
     assert main(["skild", "train", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    zeros = tmp_path / "zeros.npz"
+    core.save_npz(zeros, samples=np.zeros((8, 1, 8, 8), dtype=np.float32))
+    assert main(["skild", "validate", str(tiny_run["run"]), "--reference", str(zeros), "--out",
+                 str(tmp_path / "v")]) == 2
+    assert "reference: expected Ising configurations (values +-1 only), found [0.0]" in capsys.readouterr().err
+    assert main(["skild", "sample", str(tiny_run["run"]), "--n", "2", "--steps", "101",
+                 "--out", str(tmp_path / "s.npz")]) == 2
+    assert "steps: expected an integer in 1..100" in capsys.readouterr().err
+    assert not (tmp_path / "s.npz").exists() and not (tmp_path / "v").exists()
     if not torch.cuda.is_available():
         assert main(["skild", "sample", str(tiny_run["run"]), "--device", "cuda", "--n", "2",
                      "--out", str(tmp_path / "c.npz")]) == 2
@@ -267,6 +287,27 @@ def test_lattice_files_that_are_no_ising_configurations_are_refused(tmp_path):
     with pytest.raises(DatasetError, match=r"cut.npz: not a readable .npz file"):
         core.load_lattices(tmp_path / "cut.npz")
     assert core.load_lattices(tmp_path / "ok.npz").shape == good.shape
+
+
+def test_a_train_refused_for_its_data_leaves_the_run_free_for_a_corrected_rerun(tmp_path):
+    from simdiff.errors import DatasetError
+
+    bad = tmp_path / "bits.npz"
+    np.savez(bad, spins=(_tiny_lattices(8) > 0).astype(np.int8))
+    cfg = {**TINY, "train": {**TINY["train"], "steps": 2}, "data": {**TINY["data"], "path": str(bad)}}
+    run = tmp_path / "run"
+    with pytest.raises(DatasetError, match="bits.npz: key 'spins': expected values"):
+        core.train_run(load_config(SkildConfig, cfg), run, command=["test"])
+    assert not (run / "config.yaml").exists()
+    good = tmp_path / "good.npz"
+    np.savez(good, spins=_tiny_lattices(8))
+    fixed = load_config(SkildConfig, {**cfg, "data": {**cfg["data"], "path": str(good)}})
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert core.train_run(fixed, run, command=["test"])["completed"]
+    finally:
+        torch.set_num_threads(prev)
 
 
 def test_sample_and_validate_arguments_are_checked(tmp_path, capsys):

@@ -259,6 +259,13 @@ def _resolve_data(cfg: SkildConfig, run_dir: Path) -> Path:
     return path
 
 
+def _load_training_lattices(cfg: SkildConfig, path: Path) -> Tensor:
+    data = torch.as_tensor(load_lattices(path))
+    if data.shape[-1] != cfg.data.L:
+        raise DatasetError(f"{path}: expected lattices of side data.L={cfg.data.L}, received {data.shape[-1]}")
+    return data
+
+
 _TRAINING_SECTIONS = ("data", "process", "model", "train")
 
 
@@ -323,12 +330,16 @@ def train_run(cfg: SkildConfig, run_dir: str | os.PathLike, command: list[str] |
     command = list(command) if command is not None else list(sys.argv)
     if threads is not None:
         torch.set_num_threads(threads)
-    if not _check_resume(cfg, run_dir):
+    resumed = _check_resume(cfg, run_dir)
+    data_path = data = None
+    if cfg.data.path is not None:  # a user's file is checked before the run directory records this config
+        data_path = _resolve_data(cfg, run_dir)
+        data = _load_training_lattices(cfg, data_path)
+    if not resumed:
         record_run(run_dir, config=cfg, seed=cfg.train.seed, command=command)
-    data_path = _resolve_data(cfg, run_dir)
-    data = torch.as_tensor(load_lattices(data_path))
-    if data.shape[-1] != cfg.data.L:
-        raise DatasetError(f"{data_path}: expected lattices of side data.L={cfg.data.L}, received {data.shape[-1]}")
+    if data is None:
+        data_path = _resolve_data(cfg, run_dir)
+        data = _load_training_lattices(cfg, data_path)
 
     spectrum = (tuple(cfg.process.spectrum) if cfg.process.spectrum is not None
                 else fit_spectrum(data, cfg.process.basis))
@@ -434,6 +445,22 @@ def load_model(path: str | os.PathLike | None = None, pretrained: str | None = N
 # sampling
 # ----------------------------------------------------------------------------------------------------------
 
+def resolve_steps(model: SkildModel, steps: int | None) -> int | None:
+    """Reverse jumps of a full generation: ``-1`` = the model's ``sample.steps``, ``None`` = every step, else
+    an integer in ``1 .. process steps`` (more jumps than the process has steps would silently mean fewer)."""
+    if steps == -1:
+        steps = model.cfg.sample.steps
+        name = "sample.steps"
+    else:
+        name = "steps"
+    if steps is None:
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= model.num_steps:
+        raise UserError(f"{name}: expected an integer in 1..{model.num_steps} (the model's process steps; "
+                        f"or every step), received {steps!r}")
+    return steps
+
+
 def _steps_for(model: SkildModel, n_start: int, steps: int | None) -> int | None:
     """Same step density as a full generation with ``steps`` jumps."""
     if steps is None:
@@ -480,7 +507,7 @@ def generate(model: SkildModel, n: int, seed: int = 0, steps: int | None = -1, b
 
     if n < 1:
         raise ValueError(f"n: expected >= 1, received {n}")
-    steps = model.cfg.sample.steps if steps == -1 else steps
+    steps = resolve_steps(model, steps)
     bs = batch_size or model.cfg.sample.batch_size
     gen = torch.Generator().manual_seed(int(seed))
     L, out = model.L, []
@@ -585,7 +612,7 @@ def superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0, steps
                         "through sdedit_superres")
     x = check_lowres(model, x_low)
     R = int(x.shape[-1])
-    steps = model.cfg.sample.steps if steps == -1 else steps
+    steps = resolve_steps(model, steps)
     bs = batch_size or model.cfg.sample.batch_size
     proc = model.process()
     cal = input_calibration(model, R, input_kind)
@@ -653,7 +680,7 @@ def sdedit_superres(model: SkildModel, x_low: np.ndarray | Tensor, seed: int = 0
         raise UserError("sdedit_superres: expected the white-noise (gaussian) baseline model")
     x = check_lowres(model, x_low)
     R = int(x.shape[-1])
-    steps = model.cfg.sample.steps if steps == -1 else steps
+    steps = resolve_steps(model, steps)
     bs = batch_size or model.cfg.sample.batch_size
     sched = model.schedule()
     tau = superres_tau(model, tau)

@@ -128,6 +128,10 @@ def _check_inputs(model: SkildModel, baseline: SkildModel | None, reference: np.
                          f"{tuple(ref.shape)}")
     if ref.shape[0] < 4:
         raise ValueError(f"reference: expected at least 4 lattices, received {ref.shape[0]}")
+    if not np.all(np.abs(ref) == 1):
+        # The ground truth must be spin configurations; sign-discretising a real field here would hide a wrong file.
+        bad = np.unique(ref[np.abs(ref) != 1])[:5].tolist()
+        raise ValueError(f"reference: expected Ising configurations (values +-1 only), found {bad}")
     return to_spins(ref)
 
 
