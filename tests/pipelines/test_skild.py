@@ -259,6 +259,8 @@ def test_cli_errors(tiny_run, tmp_path, capsys):
                  "--out", str(tmp_path / "s.npz")]) == 2
     assert "steps: expected an integer in 1..100" in capsys.readouterr().err
     assert not (tmp_path / "s.npz").exists() and not (tmp_path / "v").exists()
+    assert main(["ddm", "sample", str(tiny_run["run"]), "--n", "2", "--out", str(tmp_path / "d.npz")]) == 2
+    assert "expected a run of `simdiff ddm train` (it holds a run of `simdiff skild train`)" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main(["skild", "sample", str(tiny_run["run"]), "--device", "cuda", "--n", "2",
                      "--out", str(tmp_path / "c.npz")]) == 2
