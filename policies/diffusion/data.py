@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from simdiff.errors import DatasetError
+
 
 @dataclass(frozen=True, eq=False)
 class Episodes:
@@ -102,17 +104,40 @@ class Episodes:
         return h.hexdigest()
 
 
-def episodes_from_arrays(obs: list[np.ndarray], actions: list[np.ndarray],
-                         obs_layout: dict[str, tuple[int, int] | slice] | None = None,
-                         task_ids: list[int] | None = None, meta: dict | None = None) -> Episodes:
-    """Build :class:`Episodes` from per-episode arrays ``obs[e] (L_e, Do)``, ``actions[e] (L_e, Da)``."""
+def check_episode_arrays(obs: list[np.ndarray], actions: list[np.ndarray], names: list[str] | None = None) -> None:
+    """Raise ``ValueError`` naming the first bad episode unless every ``obs[e]`` is ``(L_e, Do)`` and every
+    ``actions[e]`` ``(L_e, Da)`` with one ``(Do, Da)`` for all episodes and finite values.
+
+    ``names`` (e.g. a file's demo group names) label the episodes in messages; default ``episode e``.
+    """
     if len(obs) != len(actions) or not obs:
         raise ValueError(f"expected equally many (>= 1) observation and action arrays, received {len(obs)} "
                          f"and {len(actions)}")
+    label = (lambda e: names[e]) if names is not None else (lambda e: f"episode {e}")
     for e, (o, a) in enumerate(zip(obs, actions)):
         if np.ndim(o) != 2 or np.ndim(a) != 2 or len(o) != len(a):
-            raise ValueError(f"episode {e}: expected obs (L, Do) and actions (L, Da) of equal length, received "
+            raise ValueError(f"{label(e)}: expected obs (L, Do) and actions (L, Da) of equal length, received "
                              f"{np.shape(o)} and {np.shape(a)}")
+    widths = {(np.shape(o)[1], np.shape(a)[1]) for o, a in zip(obs, actions)}
+    if len(widths) > 1:
+        first = (np.shape(obs[0])[1], np.shape(actions[0])[1])
+        e = next(e for e, (o, a) in enumerate(zip(obs, actions)) if (np.shape(o)[1], np.shape(a)[1]) != first)
+        raise ValueError(f"{label(e)}: expected the observation and action widths of {label(0)}, (Do, Da) = "
+                         f"{first}, received {(np.shape(obs[e])[1], np.shape(actions[e])[1])} (episodes from "
+                         "different worlds or settings cannot share one dataset)")
+    bad = next((e for e, (o, a) in enumerate(zip(obs, actions))
+                if not (np.isfinite(o).all() and np.isfinite(a).all())), None)
+    if bad is not None:
+        raise ValueError(f"{label(bad)}: expected finite observations and actions, received NaN or inf")
+
+
+def episodes_from_arrays(obs: list[np.ndarray], actions: list[np.ndarray],
+                         obs_layout: dict[str, tuple[int, int] | slice] | None = None,
+                         task_ids: list[int] | None = None, meta: dict | None = None,
+                         names: list[str] | None = None) -> Episodes:
+    """Build :class:`Episodes` from per-episode arrays ``obs[e] (L_e, Do)``, ``actions[e] (L_e, Da)``, checked by
+    :func:`check_episode_arrays` (``names`` label the episodes in its messages)."""
+    check_episode_arrays(obs, actions, names)
     layout = {k: ((v.start, v.stop) if isinstance(v, slice) else tuple(v)) for k, v in (obs_layout or {}).items()}
     return Episodes(np.concatenate(obs), np.concatenate(actions), np.array([len(o) for o in obs]), layout,
                     None if task_ids is None else np.asarray(task_ids), dict(meta or {}))
@@ -144,7 +169,11 @@ def load_episodes(path: str | os.PathLike, max_episodes: int | None = None,
     levels = sorted({str(e.level) for e in eps if e.level is not None})
     meta = {"path": str(Path(path).resolve()), "env_id": demos.env_name, "env_kwargs": env_kwargs,
             "levels": levels}
-    return episodes_from_arrays([e.flat_obs() for e in eps], [e.actions for e in eps], layout, None, meta)
+    try:
+        return episodes_from_arrays([e.flat_obs() for e in eps], [e.actions for e in eps], layout, None, meta,
+                                    names=[e.name or f"episode {i}" for i, e in enumerate(eps)])
+    except ValueError as err:
+        raise DatasetError(f"{path}: {err}") from None
 
 
 # ------------------------------------------------------------------------------------------------ windows

@@ -36,6 +36,7 @@ from policies.planner.config import PlannerTrainConfig
 from policies.planner.policy import ObsLayout, PlannerPolicy, make_windows
 from policies.planner.train import POLICY_DIR, FitOutput, fit, split_episodes
 from simdiff.config import check_range, load_config, to_dict
+from simdiff.errors import DatasetError
 from simdiff.utils.io import write_json
 from simdiff.utils.progress import progress
 
@@ -120,9 +121,15 @@ def load_demo_episodes(path: str | Path) -> tuple[Episodes, ObsLayout, dict[str,
     are treated as state-only observations.
     """
     from envs.datasets import load_demos
+    from policies.diffusion.data import check_episode_arrays
 
     ds = load_demos(path)
     episodes = [(ep.flat_obs(), np.asarray(ep.actions, np.float32)) for ep in ds]
+    try:
+        check_episode_arrays([o for o, _ in episodes], [a for _, a in episodes],
+                             [ep.name or f"episode {i}" for i, ep in enumerate(ds)])
+    except ValueError as err:
+        raise DatasetError(f"{path}: {err}") from None
     do = episodes[0][0].shape[1]
     lay = ds.attrs.get("obs_layout")
     if isinstance(lay, dict) and "state" in lay:

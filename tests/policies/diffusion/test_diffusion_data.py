@@ -63,3 +63,31 @@ def test_load_episodes_reads_layout_and_env(push_demos):
     assert eps.num_episodes == 3
     assert eps.obs_layout == {"state": (0, 12), "context": (12, 20)}
     assert eps.meta["env_id"] == "simdiff/Push-v0" and "level" not in eps.meta["env_kwargs"]
+
+
+def test_bad_episodes_in_a_file_are_named_with_the_file(push_demos, tmp_path):
+    import shutil
+
+    import h5py
+
+    from policies.diffusion.data import load_episodes
+    from simdiff.errors import DatasetError
+
+    with pytest.raises(ValueError, match=r"episode 1: expected the observation and action widths of episode 0"):
+        episodes_from_arrays([np.zeros((3, 2)), np.zeros((3, 2))], [np.zeros((3, 2)), np.zeros((3, 3))])
+    nan = tmp_path / "nan.hdf5"
+    shutil.copy(push_demos, nan)
+    with h5py.File(nan, "r+") as f:
+        name = sorted(f["data"])[1]
+        f["data"][name]["actions"][0, 0] = np.nan
+    with pytest.raises(DatasetError, match=rf"nan.hdf5: {name}: expected finite observations and actions"):
+        load_episodes(nan)
+    wide = tmp_path / "wide.hdf5"
+    shutil.copy(push_demos, wide)
+    with h5py.File(wide, "r+") as f:
+        name = sorted(f["data"])[2]
+        act = f["data"][name]["actions"][()]
+        del f["data"][name]["actions"]
+        f["data"][name]["actions"] = np.concatenate([act, act[:, :1]], axis=1)
+    with pytest.raises(DatasetError, match=rf"wide.hdf5: {name}: expected the observation and action widths"):
+        load_episodes(wide)

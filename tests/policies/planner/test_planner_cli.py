@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from simdiff.cli import main
@@ -82,6 +83,21 @@ def test_config_errors_name_the_key(demos, tmp_path, capsys):
     assert main(["planner", "train", str(CONFIG), "--data", str(demos), "--out", str(tmp_path / "o"),
                  "--set", "planner.action_steps=9"]) == 2
     assert "action_steps" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "policy").exists()
+
+
+def test_demos_with_nan_are_refused_naming_the_file_and_demo(demos, tmp_path, capsys):
+    import shutil
+
+    import h5py
+
+    bad = tmp_path / "nan.hdf5"
+    shutil.copy(demos, bad)
+    with h5py.File(bad, "r+") as f:
+        name = sorted(f["data"])[0]
+        f["data"][name]["actions"][1, 0] = np.inf
+    assert main(["planner", "train", str(CONFIG), "--data", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert f"nan.hdf5: {name}: expected finite observations and actions, received NaN or inf" in capsys.readouterr().err
     assert not (tmp_path / "o" / "policy").exists()
 
 
