@@ -153,6 +153,8 @@ def _eval(args: argparse.Namespace) -> int:
     from envs.registry import check_env_id
 
     check_env_id(env_id)
+    if spec != "expert":
+        _check_env_fits(spec, env_id, env_kwargs, level)
     out = Path(args.out) if args.out else _default_out(args, policy_dir, env_id, level)
     ensure_new_path(out, args.overwrite)
     video = out.with_suffix(".mp4") if args.video else None
@@ -174,6 +176,26 @@ def _eval(args: argparse.Namespace) -> int:
                      task=args.task)
         print(f"wrote {video}")
     return 0
+
+
+def _check_env_fits(policy, env_id: str, env_kwargs: dict, level) -> None:
+    """Refuse a world whose observations or actions are not the policy's, before any episode runs."""
+    from envs import make
+
+    trained_on = policy.dataset.get("env_id") or "its demos' world"
+    try:
+        env = make(env_id, level=level, **env_kwargs)
+    except TypeError as err:
+        raise ValueError(f"--env {env_id}: refuses the env settings the policy was trained with "
+                         f"({trained_on}, {env_kwargs}): {err}") from None
+    try:
+        do, da = int(env.observation_space.shape[0]), int(env.action_space.shape[0])
+    finally:
+        env.close()
+    if (do, da) != (policy.obs_dim, policy.action_dim):
+        raise ValueError(f"--env {env_id}: expected a world with {policy.obs_dim} observation and "
+                         f"{policy.action_dim} action dimensions (the policy was trained on {trained_on}), "
+                         f"received {do} and {da}")
 
 
 def _resolve_policy(args):

@@ -80,3 +80,8 @@ def test_cli_train_then_eval(push_demos, tmp_path, capsys):
     assert main(["policy", "eval", "expert", "--episodes", "2"]) == 2
     assert "--env is required" in capsys.readouterr().err
     assert main(["policy", "eval", str(out), "--level", "9"]) == 2
+    assert main(["policy", "eval", str(out), "--env", "simdiff/Lift-v0", "--episodes", "2",
+                 "--out", str(tmp_path / "lift.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--env simdiff/Lift-v0: " in err and "(the policy was trained on simdiff/Push-v0)" in err
+    assert not (tmp_path / "lift.json").exists()
