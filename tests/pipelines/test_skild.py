@@ -312,6 +312,26 @@ def test_a_train_refused_for_its_data_leaves_the_run_free_for_a_corrected_rerun(
         torch.set_num_threads(prev)
 
 
+def test_an_edited_model_meta_is_a_clear_checkpoint_error(tiny_run, tmp_path):
+    import shutil
+
+    from simdiff.errors import CheckpointError
+
+    src = tiny_run["run"] / "model"
+    for name, edit, message in (
+            ("wider", lambda m: m["config"]["model"].update(base_channels=16), "does not describe the saved network"),
+            ("nospec", lambda m: m.pop("spectrum"), "expected a key 'spectrum'"),
+            ("badspec", lambda m: m.update(spectrum=[1.0]), "spectrum: expected 3 finite numbers"),
+            ("badkey", lambda m: m["config"]["process"].update(num_step=3), "did you mean 'num_steps'")):
+        dst = tmp_path / name
+        shutil.copytree(src, dst)
+        meta = json.loads((dst / "meta.json").read_text())
+        edit(meta)
+        (dst / "meta.json").write_text(json.dumps(meta))
+        with pytest.raises(CheckpointError, match=rf"{name}/meta.json: .*{message}"):
+            core.load_model(dst)
+
+
 def test_sample_and_validate_arguments_are_checked(tmp_path, capsys):
     assert main(["skild", "sample", "--pretrained", "ising32", "--n", "2", "--out", str(tmp_path / "s.txt")]) == 2
     assert "expected a file name ending in .npz" in capsys.readouterr().err

@@ -431,14 +431,24 @@ def load_model(path: str | os.PathLike | None = None, pretrained: str | None = N
     tensors, meta = load_checkpoint(mdir)
     if meta.get("kind") != MODEL_KIND:
         raise CheckpointError(f"{mdir}: not a SKILD model (kind={meta.get('kind')!r}, expected {MODEL_KIND!r})")
-    cfg = load_config(SkildConfig, meta["config"])
-    net = build_net(cfg)
-    load_module_tensors(net, "ema", tensors)
+    # The checksum covers the weights only: an edited meta.json shows up as a config or network that does not fit.
+    try:
+        cfg = load_config(SkildConfig, meta["config"])
+        net = build_net(cfg)
+        load_module_tensors(net, "ema", tensors)
+        spectrum = tuple(float(v) for v in meta["spectrum"])
+        if len(spectrum) != 3 or not all(map(math.isfinite, spectrum)):
+            raise ValueError(f"spectrum: expected 3 finite numbers (C, alpha, k0sq), received {meta['spectrum']}")
+    except KeyError as err:
+        raise CheckpointError(f"{mdir / 'meta.json'}: expected a key {err} (was the file edited?)") from None
+    except (TypeError, ValueError, CheckpointError) as err:
+        raise CheckpointError(f"{mdir / 'meta.json'}: does not describe the saved network (was the file "
+                              f"edited?): {err}") from None
     net.eval().requires_grad_(False)
     dev = resolve_device(device)
     if dev is not None:
         net.to(dev)
-    return SkildModel(cfg=cfg, net=net, spectrum=tuple(meta["spectrum"]), meta=meta, path=mdir)
+    return SkildModel(cfg=cfg, net=net, spectrum=spectrum, meta=meta, path=mdir)
 
 
 # ----------------------------------------------------------------------------------------------------------
