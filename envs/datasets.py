@@ -5,7 +5,8 @@ Layout written by :func:`write_demos` (readable by robomimic; extra attributes a
     data/                      attrs: total (samples), env_args (JSON: env_name, type=2 (gym), env_kwargs),
                                       simdiff_format, obs_keys (JSON list), obs_layout, state_names,
                                       context_names, domain_spec, collection (JSON)
-    data/demo_{i}/             attrs: num_samples, seed, success, domain (JSON), level
+    data/demo_{i}/             attrs: num_samples, seed, success, domain (JSON), level, sha256 (of the arrays
+                                      below but next_obs; checked on reading, so altered data is an error)
         obs/<key>              (T, D_key) float32: "state", "context" (when the env observes its domain),
                                "obs" (the full flat observation = state ++ context)
         next_obs/<key>         (T, D_key) float32, observation after each action (robomimic convention)
@@ -24,6 +25,7 @@ observations). Image observations (arrays with more than 2 dimensions) are never
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -159,16 +161,30 @@ def _write_episode(g, ep: Episode) -> None:
         g.attrs["domain"] = json.dumps(ep.domain)
     if ep.level is not None:
         g.attrs["level"] = str(ep.level)
-    for name, group in (("obs", ep.obs), ("next_obs", ep.next_obs)):
+    obs = {k: np.asarray(v, dtype=np.float32) for k, v in ep.obs.items()}
+    for name, group in (("obs", obs), ("next_obs", ep.next_obs)):
         if group:
             og = g.create_group(name)
             for k, v in group.items():
                 og.create_dataset(k, data=np.asarray(v, dtype=np.float32))
-    g.create_dataset("actions", data=np.asarray(ep.actions, dtype=np.float32))
-    g.create_dataset("rewards", data=np.asarray(ep.rewards, dtype=np.float32))
-    g.create_dataset("dones", data=np.asarray(ep.dones, dtype=np.int64))
+    arrays = {"actions": np.asarray(ep.actions, dtype=np.float32), "rewards": np.asarray(ep.rewards, dtype=np.float32),
+              "dones": np.asarray(ep.dones, dtype=np.int64)}
     if ep.states is not None:
-        g.create_dataset("states", data=np.asarray(ep.states, dtype=np.float64))
+        arrays["states"] = np.asarray(ep.states, dtype=np.float64)
+    for k, v in arrays.items():
+        g.create_dataset(k, data=v)
+    g.attrs["sha256"] = episode_digest(obs, arrays)
+
+
+def episode_digest(obs: dict[str, np.ndarray], arrays: dict[str, np.ndarray | None]) -> str:
+    """SHA-256 of an episode's arrays as stored (names, dtypes, shapes and little-endian bytes, keys sorted)."""
+    h = hashlib.sha256()
+    items = [(f"obs/{k}", v) for k, v in obs.items()] + [(k, v) for k, v in arrays.items() if v is not None]
+    for key, v in sorted(items, key=lambda kv: kv[0]):
+        v = np.ascontiguousarray(v)
+        h.update(f"{key}:{v.dtype.str.lstrip('<>|=')}:{v.shape};".encode())
+        h.update(v.astype(v.dtype.newbyteorder("<"), copy=False).tobytes())
+    return h.hexdigest()
 
 
 def _check_lengths(ep: Episode, T: int) -> None:
@@ -262,6 +278,13 @@ def _read_episode(path: Path, g, name: str, load_next_obs: bool) -> Episode:
         if n != T:
             raise DatasetError(f"{path}: {name}/{k} has {n} steps but {name}/actions has {T}")
     a = g.attrs
+    if "sha256" in a:  # simdiff files: the arrays must be those written
+        stored = {"actions": np.asarray(g["actions"][()]), "rewards": np.asarray(g["rewards"][()]),
+                  "dones": np.asarray(g["dones"][()]), "states": np.asarray(g["states"][()]) if "states" in g else None}
+        digest = episode_digest({k: np.asarray(v[()]) for k, v in g["obs"].items()} if "obs" in g else {}, stored)
+        if digest != _attr_value(path, f"{name}.sha256", a["sha256"]):
+            raise DatasetError(f"{path}: {name}: its arrays do not match the checksum written with them (the file "
+                               "was altered or is corrupt); collect the demos again")
     domain = _attr_value(path, f"{name}.domain", a["domain"]) if "domain" in a else None
     if domain is not None and not isinstance(domain, dict):
         raise DatasetError(f"{path}: {name} attribute 'domain' must be a JSON object; found {domain!r}")

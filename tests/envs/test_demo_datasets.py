@@ -70,6 +70,26 @@ def test_truncated_and_corrupt_files_name_file_and_problem(demo_file, tmp_path):
         load_demos(tmp_path / "nope.hdf5")
 
 
+def test_altered_arrays_fail_the_checksum(demo_file, tmp_path):
+    path, _ = demo_file
+    for what in ("actions", "obs", "states"):
+        changed = tmp_path / f"{what}.hdf5"
+        changed.write_bytes(path.read_bytes())
+        with h5py.File(changed, "a") as f:
+            g = f["data/demo_1"]
+            arr = g[what] if what != "obs" else g["obs"][sorted(g["obs"])[0]]
+            arr[2, 0] = arr[2, 0] + 1e-3  # a small silent change: the file stays perfectly readable
+        with pytest.raises(DatasetError, match=rf"{what}.hdf5: demo_1: its arrays do not match the checksum"):
+            load_demos(changed)
+    # A file without checksums (robomimic, or one written before them) loads as it is.
+    plain = tmp_path / "plain.hdf5"
+    plain.write_bytes(path.read_bytes())
+    with h5py.File(plain, "a") as f:
+        for name in f["data"]:
+            del f["data"][name].attrs["sha256"]
+    assert len(load_demos(plain)) == len(load_demos(path))
+
+
 def test_missing_keys_and_inconsistent_lengths(demo_file, tmp_path):
     path, _ = demo_file
     broken = tmp_path / "broken.hdf5"
