@@ -5,8 +5,9 @@ Layout written by :func:`write_demos` (readable by robomimic; extra attributes a
     data/                      attrs: total (samples), env_args (JSON: env_name, type=2 (gym), env_kwargs),
                                       simdiff_format, obs_keys (JSON list), obs_layout, state_names,
                                       context_names, domain_spec, collection (JSON)
-    data/demo_{i}/             attrs: num_samples, seed, success, domain (JSON), level, sha256 (of the arrays
-                                      below but next_obs; checked on reading, so altered data is an error)
+    data/demo_{i}/             attrs: num_samples, seed, success, domain (JSON), level, sha256 over the arrays
+                                      named in sha256_covers (JSON: obs/<key>s, actions, states), checked on
+                                      reading so altered data is an error
         obs/<key>              (T, D_key) float32: "state", "context" (when the env observes its domain),
                                "obs" (the full flat observation = state ++ context)
         next_obs/<key>         (T, D_key) float32, observation after each action (robomimic convention)
@@ -173,7 +174,11 @@ def _write_episode(g, ep: Episode) -> None:
         arrays["states"] = np.asarray(ep.states, dtype=np.float64)
     for k, v in arrays.items():
         g.create_dataset(k, data=v)
-    g.attrs["sha256"] = episode_digest(obs, arrays)
+    # Rewards and dones are left out: relabelling them in place is a normal thing to do with a demo file.
+    covered = {"actions": arrays["actions"], "states": arrays.get("states")}
+    g.attrs["sha256"] = episode_digest(obs, covered)
+    g.attrs["sha256_covers"] = json.dumps(sorted([f"obs/{k}" for k in obs] + [k for k, v in covered.items()
+                                                                              if v is not None]))
 
 
 def episode_digest(obs: dict[str, np.ndarray], arrays: dict[str, np.ndarray | None]) -> str:
@@ -278,13 +283,8 @@ def _read_episode(path: Path, g, name: str, load_next_obs: bool) -> Episode:
         if n != T:
             raise DatasetError(f"{path}: {name}/{k} has {n} steps but {name}/actions has {T}")
     a = g.attrs
-    if "sha256" in a:  # simdiff files: the arrays must be those written
-        stored = {"actions": np.asarray(g["actions"][()]), "rewards": np.asarray(g["rewards"][()]),
-                  "dones": np.asarray(g["dones"][()]), "states": np.asarray(g["states"][()]) if "states" in g else None}
-        digest = episode_digest({k: np.asarray(v[()]) for k, v in g["obs"].items()} if "obs" in g else {}, stored)
-        if digest != _attr_value(path, f"{name}.sha256", a["sha256"]):
-            raise DatasetError(f"{path}: {name}: its arrays do not match the checksum written with them (the file "
-                               "was altered or is corrupt); collect the demos again")
+    if "sha256" in a:  # simdiff files: the arrays written with a checksum must be unchanged
+        _check_digest(path, name, a, obs, actions, states)
     domain = _attr_value(path, f"{name}.domain", a["domain"]) if "domain" in a else None
     if domain is not None and not isinstance(domain, dict):
         raise DatasetError(f"{path}: {name} attribute 'domain' must be a JSON object; found {domain!r}")
@@ -294,6 +294,22 @@ def _read_episode(path: Path, g, name: str, load_next_obs: bool) -> Episode:
                    domain=domain, seed=int(a["seed"]) if "seed" in a else None,
                    success=bool(a["success"]) if "success" in a else None,
                    level=str(a["level"]) if "level" in a else None, name=name)
+
+
+def _check_digest(path: Path, name: str, attrs, obs: dict, actions: np.ndarray, states: np.ndarray | None) -> None:
+    covers = _attr_value(path, f"{name}.sha256_covers", attrs["sha256_covers"]) if "sha256_covers" in attrs else None
+    if not isinstance(covers, list):
+        raise DatasetError(f"{path}: {name}: attribute 'sha256_covers' must list the checksummed arrays")
+    have = {**{f"obs/{k}": v for k, v in obs.items()}, "actions": actions, "states": states}
+    missing = [k for k in covers if have.get(k) is None]
+    if missing:
+        raise DatasetError(f"{path}: {name}: checksummed array(s) {missing} are missing")
+    got = episode_digest({k[4:]: have[k] for k in covers if k.startswith("obs/")},
+                         {k: have[k] for k in covers if not k.startswith("obs/")})
+    if got != _attr_value(path, f"{name}.sha256", attrs["sha256"]):
+        raise DatasetError(f"{path}: {name}: its arrays do not match the checksum written with them (the file was "
+                           "altered or is corrupt); collect the demos again, or, if you changed them on purpose, "
+                           "delete the demo's 'sha256' attribute")
 
 
 def _choose_keys(path: Path, name: str, ep: Episode, keys: Sequence[str] | None) -> tuple[str, ...]:

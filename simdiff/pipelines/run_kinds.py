@@ -39,7 +39,10 @@ def commands_for_config(data: Any, exclude: str | None = None) -> list[str]:
 
 
 def wrong_run_hint(run_dir: str | os.PathLike, expected: str) -> str:
-    """`` (it holds a `simdiff X` run)`` when ``run_dir/config.yaml`` fits another command's schema, else ``""``."""
+    """`` (it holds a run of `simdiff X`)`` when ``run_dir/config.yaml`` fits another command's schema, else ``""``.
+
+    Call it once the config failed to load as ``expected``'s: a dict of shared sections fits several schemas.
+    """
     import yaml
 
     try:
@@ -47,4 +50,4 @@ def wrong_run_hint(run_dir: str | os.PathLike, expected: str) -> str:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return ""
     others = commands_for_config(data, exclude=expected)
-    return f" (it holds a run of `{' or '.join(others)}`)" if others else ""
+    return f" (it holds a run of `{'` or `'.join(others)}`)" if others else ""

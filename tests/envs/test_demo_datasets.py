@@ -81,6 +81,14 @@ def test_altered_arrays_fail_the_checksum(demo_file, tmp_path):
             arr[2, 0] = arr[2, 0] + 1e-3  # a small silent change: the file stays perfectly readable
         with pytest.raises(DatasetError, match=rf"{what}.hdf5: demo_1: its arrays do not match the checksum"):
             load_demos(changed)
+    # Relabelled rewards and an added observation key are normal edits of a demo file: not refused.
+    edited = tmp_path / "edited.hdf5"
+    edited.write_bytes(path.read_bytes())
+    with h5py.File(edited, "a") as f:
+        g = f["data/demo_1"]
+        g["rewards"][0] = 5.0
+        g["obs"]["agentview_image"] = np.zeros((len(g["actions"]), 4, 4, 3), np.uint8)
+    assert float(load_demos(edited)[1].rewards[0]) == 5.0
     # A file without checksums (robomimic, or one written before them) loads as it is.
     plain = tmp_path / "plain.hdf5"
     plain.write_bytes(path.read_bytes())

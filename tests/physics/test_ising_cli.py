@@ -49,12 +49,22 @@ def test_sample_observables_coarse(tmp_path, capsys):
      "algorithm: expected one of metropolis, wolff, swendsen-wang, received 'heatbath'"),
     (["--L", "7", "--temperature", "2", "--samples", "5", "--algorithm", "metropolis"], "even L"),
     (["--L", "8", "--temperature", "2", "--samples", "0"], "--samples"),
-    (["--L", "100000", "--temperature", "2.27", "--samples", "10"], "GiB, more than 80% of this machine's"),
 ])
 def test_bad_sample_arguments_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "x.npz"
     assert main(["ising", "sample", *args, "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_too_large_for_memory_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    from physics import ising
+
+    monkeypatch.setattr(ising, "physical_memory_bytes", lambda: 16 << 30)  # any machine: as if it had 16 GiB
+    out = tmp_path / "x.npz"
+    assert main(["ising", "sample", "--L", "100000", "--temperature", "2.27", "--samples", "10",
+                 "--out", str(out)]) == 2
+    assert "4 chains: needs about 577.4 GiB, more than 80% of this machine's 16.0 GiB" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 

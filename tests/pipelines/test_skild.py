@@ -112,6 +112,12 @@ def test_sampler_steps_beyond_the_process_are_refused(tiny_run):
             core.generate(model, 2, steps=bad)
     with pytest.raises(ValueError, match=r"steps: expected an integer in 1\.\.100 .*received 500"):
         core.superres(model, torch.ones(2, 4, 4), steps=500)
+    assert core.resolve_steps(model, np.int64(7)) == 7
+    # A config whose sample.steps (default 100) exceeds a shorter process samples every step by default.
+    from types import SimpleNamespace
+
+    short = SimpleNamespace(cfg=SimpleNamespace(sample=SimpleNamespace(steps=100)), num_steps=30)
+    assert core.resolve_steps(short, -1) == 30
 
 
 def test_sample_superres_and_start_steps(tiny_run):
@@ -319,7 +325,8 @@ def test_an_edited_model_meta_is_a_clear_checkpoint_error(tiny_run, tmp_path):
 
     src = tiny_run["run"] / "model"
     for name, edit, message in (
-            ("wider", lambda m: m["config"]["model"].update(base_channels=16), "does not describe the saved network"),
+            ("wider", lambda m: m["config"]["model"].update(base_channels=16),
+             r"does not fit the saved network .*size mismatch .*\(and \d+ more\)$"),
             ("nospec", lambda m: m.pop("spectrum"), "expected a key 'spectrum'"),
             ("badspec", lambda m: m.update(spectrum=[1.0]), "spectrum: expected 3 finite numbers"),
             ("badkey", lambda m: m["config"]["process"].update(num_step=3), "did you mean 'num_steps'")):

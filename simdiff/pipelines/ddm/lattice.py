@@ -239,7 +239,7 @@ def sample_mixture(models: list, router: torch.nn.Module, routing: str, n: int, 
         raise ValueError(f"n: expected >= 1, received {n}")
     check_experts(models)
     ref = models[0]
-    steps = ref.cfg.sample.steps if steps == -1 else steps
+    steps = core.resolve_steps(ref, steps)
     bs = batch_size or ref.cfg.sample.batch_size
     n_steps = ref.num_steps
     router = router.eval()
@@ -270,9 +270,8 @@ def sample_mixture(models: list, router: torch.nn.Module, routing: str, n: int, 
 
 
 def sampler_steps(models: list, steps: int | None) -> int:
-    ref = models[0]
-    s = ref.cfg.sample.steps if steps == -1 else steps
-    return ref.num_steps if s is None else min(int(s), ref.num_steps)
+    s = core.resolve_steps(models[0], steps)
+    return models[0].num_steps if s is None else s
 
 
 __all__ = ["training_data", "features", "fingerprint", "cluster_samples", "shared_stats", "write_shard",

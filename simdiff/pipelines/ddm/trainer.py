@@ -84,12 +84,15 @@ def load_run_config(run_dir: str | os.PathLike) -> DDMConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: not a ddm run directory (config.yaml is missing)")
-    from simdiff.pipelines.run_kinds import wrong_run_hint
+    try:
+        return load_config(DDMConfig, path)
+    except ValueError:
+        from simdiff.pipelines.run_kinds import wrong_run_hint
 
-    hint = wrong_run_hint(run_dir, "simdiff ddm train")
-    if hint:
-        raise UserError(f"{run_dir}: expected a run of `simdiff ddm train`{hint}")
-    return load_config(DDMConfig, path)
+        hint = wrong_run_hint(run_dir, "simdiff ddm train")
+        if not hint:
+            raise
+    raise UserError(f"{run_dir}: expected a run of `simdiff ddm train`{hint}")
 
 
 # ------------------------------------------------------------------------------------------ preparation

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 import os
 import sys
 import time
@@ -440,10 +441,13 @@ def load_model(path: str | os.PathLike | None = None, pretrained: str | None = N
         if len(spectrum) != 3 or not all(map(math.isfinite, spectrum)):
             raise ValueError(f"spectrum: expected 3 finite numbers (C, alpha, k0sq), received {meta['spectrum']}")
     except KeyError as err:
-        raise CheckpointError(f"{mdir / 'meta.json'}: expected a key {err} (was the file edited?)") from None
+        raise CheckpointError(f"{mdir / 'meta.json'}: expected a key {err} (the file was edited, or written by "
+                              "another simdiff version)") from None
     except (TypeError, ValueError, CheckpointError) as err:
-        raise CheckpointError(f"{mdir / 'meta.json'}: does not describe the saved network (was the file "
-                              f"edited?): {err}") from None
+        lines = str(err).splitlines()  # torch lists every mismatched tensor: the first one says enough
+        detail = " ".join(x.strip() for x in lines[:2]) + (f" (and {len(lines) - 2} more)" if len(lines) > 2 else "")
+        raise CheckpointError(f"{mdir / 'meta.json'}: does not fit the saved network (the file was edited, or "
+                              f"written by another simdiff version): {detail}") from None
     net.eval().requires_grad_(False)
     dev = resolve_device(device)
     if dev is not None:
@@ -456,19 +460,17 @@ def load_model(path: str | os.PathLike | None = None, pretrained: str | None = N
 # ----------------------------------------------------------------------------------------------------------
 
 def resolve_steps(model: SkildModel, steps: int | None) -> int | None:
-    """Reverse jumps of a full generation: ``-1`` = the model's ``sample.steps``, ``None`` = every step, else
-    an integer in ``1 .. process steps`` (more jumps than the process has steps would silently mean fewer)."""
+    """Reverse jumps of a full generation: ``-1`` = the model's ``sample.steps`` (at most the process steps),
+    ``None`` = every step, else an integer in ``1 .. process steps``: more jumps than the process has steps would
+    silently mean fewer, so an explicit request for them is an error."""
     if steps == -1:
-        steps = model.cfg.sample.steps
-        name = "sample.steps"
-    else:
-        name = "steps"
+        return min(int(model.cfg.sample.steps), model.num_steps)
     if steps is None:
         return None
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= model.num_steps:
-        raise UserError(f"{name}: expected an integer in 1..{model.num_steps} (the model's process steps; "
-                        f"or every step), received {steps!r}")
-    return steps
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= model.num_steps:
+        raise UserError(f"steps: expected an integer in 1..{model.num_steps} (the model's process steps; 0 on the "
+                        f"command line = every step), received {steps!r}")
+    return int(steps)
 
 
 def _steps_for(model: SkildModel, n_start: int, steps: int | None) -> int | None:
