@@ -59,6 +59,19 @@ def preflight(cfg) -> None:
     if sp.horizon != ge.horizon:
         raise ValueError(f"specialist and generalist must share horizons (the generalist learns the "
                          f"specialists' action chunks): specialist {sp.horizon}, generalist {ge.horizon}")
+    if cfg.dagger.intermediate_overrides:
+        from dataclasses import replace
+
+        from simdiff.config import ConfigError
+
+        try:
+            inter = policy_config(replace(cfg.generalist, overrides=merge_overrides(
+                dict(cfg.generalist.overrides), cfg.dagger.intermediate_overrides)), seed=0)
+        except ConfigError as exc:
+            raise ConfigError(f"dagger.intermediate_overrides: {exc}") from None
+        if inter.horizon != ge.horizon:
+            raise ValueError(f"dagger.intermediate_overrides: the acting generalists must keep the generalist's "
+                             f"horizons (they label the same chunks): generalist {ge.horizon}, acting {inter.horizon}")
     if cfg.specialist.mirror or cfg.generalist.mirror:
         mirror_signs(cfg.env.id)
     if cfg.env.make_kwargs:  # the world must accept them now, not four jobs later
@@ -74,7 +87,7 @@ def policy_config(spec, seed: int, steps: int | None = None):
     from policies.diffusion.config import load_policy_config
     from simdiff.config import ConfigError
 
-    over = _merge(dict(spec.overrides), {
+    over = merge_overrides(dict(spec.overrides), {
         "model": {"size": spec.size},
         "train": {"steps": int(steps or spec.steps), "batch_size": spec.batch_size, "lr": spec.lr,
                   "seed": int(seed)},
@@ -85,10 +98,11 @@ def policy_config(spec, seed: int, steps: int | None = None):
         raise ConfigError(f"policy overrides: {exc}") from None
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_overrides(base: dict, over: dict) -> dict:
+    """``over`` merged into ``base``, nested mappings key by key (neither is modified)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_overrides(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

@@ -162,6 +162,10 @@ class DaggerSpec:
     rounds: int = 1  # extra rounds after round 0 (0 = plain distillation)
     rollouts_per_domain: int = 40
     intermediate_steps_fraction: float = 1.0
+    # Policy overrides merged over ``generalist.overrides`` for the intermediate (acting) generalists only, e.g.
+    # ``{model: {down_dims: [64, 128]}}`` keeps them small while the final generalists (distilled and
+    # labeled-only, always the same architecture) grow. Empty: every round's generalist has the final one's.
+    intermediate_overrides: dict[str, Any] = field(default_factory=dict)
     # Simulator-verified labels at the generalist's states: the generalist acts, and at each of its replanning
     # points the domain's specialist samples ``search_k`` chunks, replays each from a snapshot of the world
     # (plus ``search_lookahead`` specialist chunks) and the best-ending one becomes the label of that state.
@@ -197,6 +201,9 @@ class DaggerSpec:
 
     def __post_init__(self) -> None:
         check_range("dagger.rounds", self.rounds, 0, 10)
+        if not isinstance(self.intermediate_overrides, dict):
+            raise ValueError("dagger.intermediate_overrides: expected a mapping of policy overrides, received "
+                             f"{self.intermediate_overrides!r}")
         if self.domains is not None:
             if not isinstance(self.domains, (list, tuple)) or not self.domains or len(set(self.domains)) != len(
                     self.domains):
@@ -434,6 +441,8 @@ def config_fingerprint(cfg: MolConfig) -> str:
         dag.pop("search_shaping")
     if "domains" in dag and dag["domains"] is None:  # likewise
         dag.pop("domains")
+    if dag.get("intermediate_overrides") == {}:  # likewise
+        dag.pop("intermediate_overrides")
     for role in ("specialist", "generalist"):
         if d.get(role, {}).get("mirror") is False:  # likewise
             d[role].pop("mirror")

@@ -135,6 +135,27 @@ def test_paired_domain_weights_reach_the_final_generalist_only(tmp_path):
     assert all("paired_domain_weights" not in job for job in plain.values())
 
 
+def test_intermediate_overrides_are_checked_and_fingerprinted(tmp_path):
+    from simdiff.pipelines.mol import adapters
+    from simdiff.pipelines.mol.stages import generalist_jobs
+
+    base = with_overrides(MolConfig(), dagger={"rounds": 1})
+    small = with_overrides(base, dagger={"intermediate_overrides": {"model": {"down_dims": [32, 64]}}})
+    assert small.fingerprint() != base.fingerprint()
+    assert with_overrides(base, dagger={"intermediate_overrides": {}}).fingerprint() == base.fingerprint()
+    jobs = {r: dict(generalist_jobs(small, tmp_path, r)) for r in (0, 1)}
+    assert jobs[0]["generalist_distilled_r0"]["spec"]["overrides"]["model"] == {"down_dims": [32, 64]}
+    assert "model" not in jobs[0]["generalist_labeled_only"]["spec"]["overrides"]
+    assert "model" not in jobs[1]["generalist_distilled_r1"]["spec"]["overrides"]
+    adapters.preflight(small)
+    with pytest.raises(ConfigError, match="dagger.intermediate_overrides: policy overrides"):
+        adapters.preflight(with_overrides(base, dagger={"intermediate_overrides": {"model": {"widht": 3}}}))
+    with pytest.raises(ValueError, match="must keep the generalist's horizons"):
+        adapters.preflight(with_overrides(base, dagger={"intermediate_overrides": {"horizon": {"action": 2}}}))
+    with pytest.raises(ValueError, match="expected a mapping"):
+        with_overrides(base, dagger={"intermediate_overrides": [1]})
+
+
 def test_overwrite_on_the_same_config_resumes_and_keeps_finished_work(tmp_path):
     cfg = MolConfig()
     root, _ = prepare_run_dir(cfg, tmp_path / "run")

@@ -269,6 +269,23 @@ def test_dagger_domains_restrict_the_dagger_rounds(tmp_path):
     assert "on domains [3]" in (root / "report.md").read_text()
 
 
+def test_intermediate_overrides_shape_the_acting_generalists_only(tmp_path):
+    """dagger.intermediate_overrides: the acting round-0 generalist gets its own architecture; the final distilled
+    and the labeled-only generalists share the generalist's."""
+    from policies.diffusion import DiffusionPolicy
+
+    cfg = tiny(dagger={"intermediate_overrides": {"model": {"down_dims": [16, 32]}}}, evaluation={"episodes": 1},
+               env={"eval_levels": [0]})
+    root = tmp_path / "run"
+    run_pipeline(cfg, root, quiet=True)
+    pols = {name: DiffusionPolicy.load(root / "generalists" / name)
+            for name in ("distilled_r0", "distilled_r1", "labeled_only")}
+    sizes = {name: sum(t.numel() for t in p.net.parameters()) for name, p in pols.items()}
+    assert tuple(pols["distilled_r0"].cfg.model.down_dims) == (16, 32)
+    assert pols["distilled_r1"].cfg.model == pols["labeled_only"].cfg.model
+    assert sizes["distilled_r0"] < sizes["distilled_r1"] == sizes["labeled_only"]
+
+
 def test_searched_dagger_rejects_a_world_without_snapshots():
     with pytest.raises(ValueError, match="dagger.search_k"):
         with_overrides(tiny(), env={"id": "simdiff/Lift-v0"}, dagger={"search_k": 4})
