@@ -264,8 +264,9 @@ def build_stages(cfg: MolConfig) -> list[Stage]:
     for r in round_names(cfg):
         src = "resets + specialist rollouts" if r == 0 else f"rollouts of generalist round {r - 1} (DAgger)" + (
             "" if cfg.dagger.domains is None else f" on domains {cfg.round_domains(r)}")
+        final = r == cfg.dagger.rounds
         gens = (f"generalists/distilled_r{r}", f"jobs/generalist_r{r}.json") + (
-            ("generalists/labeled_only",) if r == 0 else ())
+            ("generalists/labeled_only",) if final else ())
         st += [
             Stage(f"conditions_r{r}", _bind(_stage_conditions, r), f"unlabeled conditions from {src}",
                   (f"conditions/round_{r}", f"jobs/conditions_r{r}.json")),
@@ -274,7 +275,7 @@ def build_stages(cfg: MolConfig) -> list[Stage]:
             Stage(f"generalist_r{r}", _bind(_stage_generalist, r),
                   f"'{cfg.generalist.size}' generalist on paired + pseudo rounds "
                   f"{', '.join(map(str, pseudo_rounds(cfg, r)))}"
-                  + (" (+ labeled-only baseline)" if r == 0 else ""), gens),
+                  + (" (+ labeled-only baseline)" if final else ""), gens),
         ]
     st += [Stage("evaluate", _stage_evaluate, f"on-policy at {[str(x) for x in cfg.env.eval_levels]}, "
                                               f"{cfg.evaluation.episodes} held-out seeds each",
@@ -590,7 +591,12 @@ def intermediate_spec(cfg: MolConfig) -> dict:
 
 
 def generalist_jobs(cfg: MolConfig, root: Path, r: int, threads: int = 1) -> list[tuple[str, dict]]:
-    """The round-``r`` generalist training jobs: the distilled one, and in round 0 the labeled-only one."""
+    """The round-``r`` generalist training jobs: the distilled one, and in the final round the labeled-only one.
+
+    The labeled-only baseline needs only the paired demos, but it has the final distilled generalist's
+    architecture and budget, so the two train side by side; next to a cheaper acting generalist it would leave
+    a worker idle for most of its stage.
+    """
     from simdiff.config import to_dict
 
     final = r == cfg.dagger.rounds
@@ -610,7 +616,7 @@ def generalist_jobs(cfg: MolConfig, root: Path, r: int, threads: int = 1) -> lis
                                             **({"paired_domain_weights": list(cfg.pseudo.paired_domain_weights)}
                                                if final and cfg.pseudo.paired_domain_weights else {}),
                                             "out_dir": str(generalist_dir(root, f"distilled_r{r}"))})]
-    if r == 0:
+    if final:
         jobs.append(("generalist_labeled_only", {**base, "pseudo": [], "steps": cfg.generalist.steps,
                                                  "seed": seed,
                                                  "out_dir": str(generalist_dir(root, "labeled_only"))}))
