@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         items.append(f"pseudo.paired_domain_weights=[{args.paired_domain_weights}]")
     run, out = Path(args.run), Path(args.out)
     cfg = with_overrides(load_run_config(run), **parse_overrides(items))
-    round_ = cfg.dagger.rounds if args.job == "distilled" else 0
-    spec = next(job for name, job in generalist_jobs(cfg, run, round_) if name.startswith(JOBS[args.job]))
+    # Both final generalists are jobs of the last round (runs made when the labeled-only one trained in round 0
+    # have the same job: paired demos only, the generalist's spec, steps and seed).
+    spec = next(job for name, job in generalist_jobs(cfg, run, cfg.dagger.rounds) if name.startswith(JOBS[args.job]))
     missing = [f for f in spec["pseudo"] + args.extra_pseudo if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"pseudo-label files not found: {missing}")
@@ -77,14 +78,16 @@ def main(argv: list[str] | None = None) -> int:
         job = adapters.train_policy_job(**spec)
     eval_seed = cfg.eval_seed() if args.eval_seed is None else args.eval_seed
     rows = {}
+    run_metrics = read_json(run / "metrics.json")["methods"] if (run / "metrics.json").is_file() else {}
     for lv in [int(x) if x.isdigit() else x for x in args.levels.split(",")]:
         res = adapters.evaluate(str(policy_dir), cfg.env.id, lv, cfg.evaluation.episodes, eval_seed,
                                 cfg.evaluation.batch_envs, dict(cfg.env.make_kwargs))
         key = level_key(lv)
-        base = read_json(run / "metrics.json")["methods"][JOBS[args.job]][key]
-        rows[key] = {"variant": res["success_rate"], "ci95": res["ci95"], "run": base["success"]}
-        print(f"{key}: variant {100 * res['success_rate']:.1f}%  run's {args.job} {100 * base['success']:.1f}% "
-              f"(run's held-out seeds)", flush=True)
+        base = run_metrics.get(JOBS[args.job], {}).get(key, {}).get("success")  # None: the run is not finished
+        rows[key] = {"variant": res["success_rate"], "ci95": res["ci95"], "run": base}
+        theirs = "not evaluated yet" if base is None else f"{100 * base:.1f}%"
+        print(f"{key}: variant {100 * res['success_rate']:.1f}%  run's {args.job} {theirs} (run's held-out seeds)",
+              flush=True)
     # A training run writes variant.json; a re-evaluation (--skip-train) its own eval_<seed>.json beside it.
     name = f"eval_{eval_seed}.json" if args.skip_train else "variant.json"
     if args.skip_train and (out / name).is_file():   # levels evaluated earlier on these seeds are kept
