@@ -159,6 +159,22 @@ def _init_worker(threads: int) -> None:
     # pools so `workers` processes do not oversubscribe the cores (call_job also sets torch's count).
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
+    _exit_with_parent(os.getppid())
+
+
+def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """Stop this worker once the process that started it is gone (killed by SIGTERM or SIGKILL, which skip the
+    pool's shutdown). An orphaned worker would go on training into the same output directory as the job the
+    resumed run starts there."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class _LocalRunner:

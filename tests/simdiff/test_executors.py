@@ -72,6 +72,55 @@ def test_a_dying_worker_is_reported():
     assert res.status == "failed" and res.attempts == 1 and "worker process died" in res.error
 
 
+def _alive(pid: int) -> bool:
+    """Running (an exited worker no one has reaped yet, a zombie, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc: trust the signal
+
+
+def sleep_and_report(pid_file: str) -> None:
+    open(pid_file, "w").write(str(os.getpid()))
+    import time
+
+    time.sleep(120)
+
+
+def test_workers_stop_when_the_run_is_killed(tmp_path):
+    """A killed parent (SIGKILL: no pool shutdown) must not leave its workers running jobs."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "worker.pid"
+    script = ("from simdiff.executors import run_jobs; from test_executors import sleep_and_report; "
+              f"run_jobs(sleep_and_report, [{{'pid_file': {str(pid_file)!r}}}], backend='local', retries=0)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        os.kill(worker, 0)                                   # the worker is running the job
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail("the worker outlived its killed parent by 10 s")
+    finally:
+        parent.kill()
+
+
 def test_bad_arguments_fail_before_running():
     with pytest.raises(TypeError, match="fn: expected a module-level function"):
         run_jobs(lambda x: x, [{"x": 1}], backend="local")
