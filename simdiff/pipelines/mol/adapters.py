@@ -60,13 +60,10 @@ def preflight(cfg) -> None:
         raise ValueError(f"specialist and generalist must share horizons (the generalist learns the "
                          f"specialists' action chunks): specialist {sp.horizon}, generalist {ge.horizon}")
     if cfg.dagger.intermediate_overrides:
-        from dataclasses import replace
-
         from simdiff.config import ConfigError
 
         try:
-            inter = policy_config(replace(cfg.generalist, overrides=merge_overrides(
-                dict(cfg.generalist.overrides), cfg.dagger.intermediate_overrides)), seed=0)
+            inter = policy_config(intermediate_generalist(cfg), seed=0)
         except ConfigError as exc:
             raise ConfigError(f"dagger.intermediate_overrides: {exc}") from None
         if inter.horizon != ge.horizon:
@@ -80,6 +77,14 @@ def preflight(cfg) -> None:
         except Exception as exc:
             raise ValueError(f"env.make_kwargs: {cfg.env.id} refused {dict(cfg.env.make_kwargs)}: "
                              f"{type(exc).__name__}: {exc}") from exc
+
+
+def intermediate_generalist(cfg):
+    """The acting DAgger generalists' PolicySpec: ``generalist`` with ``dagger.intermediate_overrides`` merged in."""
+    from dataclasses import replace
+
+    return replace(cfg.generalist, overrides=merge_overrides(dict(cfg.generalist.overrides),
+                                                             cfg.dagger.intermediate_overrides))
 
 
 def policy_config(spec, seed: int, steps: int | None = None):

@@ -580,16 +580,6 @@ def generalist_pseudo_files(cfg: MolConfig, root: Path, r: int) -> list[str]:
     return [str(pseudo_path(root, q, d)) for q in pseudo_rounds(cfg, r) for d in cfg.round_domains(q)]
 
 
-def intermediate_spec(cfg: MolConfig) -> dict:
-    """``generalist`` as a job spec, with ``dagger.intermediate_overrides`` merged over its overrides."""
-    from simdiff.config import to_dict
-    from simdiff.pipelines.mol.adapters import merge_overrides
-
-    spec = to_dict(cfg.generalist)
-    spec["overrides"] = merge_overrides(spec.get("overrides") or {}, cfg.dagger.intermediate_overrides)
-    return spec
-
-
 def generalist_jobs(cfg: MolConfig, root: Path, r: int, threads: int = 1) -> list[tuple[str, dict]]:
     """The round-``r`` generalist training jobs: the distilled one, and in the final round the labeled-only one.
 
@@ -598,6 +588,7 @@ def generalist_jobs(cfg: MolConfig, root: Path, r: int, threads: int = 1) -> lis
     a worker idle for most of its stage.
     """
     from simdiff.config import to_dict
+    from simdiff.pipelines.mol.adapters import intermediate_generalist
 
     final = r == cfg.dagger.rounds
     steps = cfg.generalist.steps if final else max(1, round(cfg.generalist.steps *
@@ -608,7 +599,7 @@ def generalist_jobs(cfg: MolConfig, root: Path, r: int, threads: int = 1) -> lis
     # One seed for both generalists (the same initial weights): they differ only in their data.
     seed = train_seed(cfg, "generalist")
     # The acting (intermediate) generalists may have their own architecture; the final two always share one.
-    spec = base["spec"] if final else intermediate_spec(cfg)
+    spec = base["spec"] if final else to_dict(intermediate_generalist(cfg))
     jobs = [(f"generalist_distilled_r{r}", {**base, "spec": spec, "pseudo": pseudo, "steps": steps, "seed": seed,
                                             "paired_fraction": cfg.pseudo.paired_fraction,
                                             **({"finetune_fraction": cfg.pseudo.finetune_fraction}
