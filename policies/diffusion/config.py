@@ -54,6 +54,9 @@ class ModelConfig:
     use_context: bool = True                  #: condition on the observation's domain context (if the env has one)
     num_tasks: int = 0                        #: > 0 adds a learned task-id embedding to the condition
     task_embed_dim: int = 16
+    #: task id used where a caller passes none (None: with ``num_tasks > 0`` every caller must pass one). A
+    #: policy trained with a data-source token acts with the source it should imitate, e.g. the expert's.
+    default_task: int | None = None
 
     def __post_init__(self) -> None:
         if self.down_dims is not None:
@@ -72,6 +75,11 @@ class ModelConfig:
         check_range("model.n_groups", self.n_groups, lo=1)
         check_range("model.num_tasks", self.num_tasks, lo=0)
         check_range("model.task_embed_dim", self.task_embed_dim, lo=1)
+        if self.default_task is not None:
+            if not self.num_tasks:
+                raise ValueError(f"model.default_task: expected null without a task embedding (model.num_tasks = "
+                                 f"0), received {self.default_task}")
+            check_range("model.default_task", self.default_task, lo=0, hi=self.num_tasks - 1)
 
     def resolved_down_dims(self) -> tuple[int, ...]:
         return tuple(self.down_dims) if self.down_dims is not None else SIZE_PRESETS[self.size][0]

@@ -203,7 +203,9 @@ class DiffusionPolicy:
 
     def _task(self, task: Tensor | int | Sequence[int] | None, batch: int) -> Tensor | None:
         if task is None:
-            return None
+            task = self.cfg.model.default_task
+            if task is None:
+                return None
         t = torch.as_tensor(task, dtype=torch.long)
         return t.expand(batch).clone() if t.ndim == 0 else t
 

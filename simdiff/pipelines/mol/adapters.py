@@ -69,6 +69,8 @@ def preflight(cfg) -> None:
         if inter.horizon != ge.horizon:
             raise ValueError(f"dagger.intermediate_overrides: the acting generalists must keep the generalist's "
                              f"horizons (they label the same chunks): generalist {ge.horizon}, acting {inter.horizon}")
+    if cfg.pseudo.source_token:
+        policy_config(with_source_token(cfg.generalist), seed=0)
     if cfg.specialist.mirror or cfg.generalist.mirror:
         mirror_signs(cfg.env.id)
     if cfg.env.make_kwargs:  # the world must accept them now, not four jobs later
@@ -209,13 +211,15 @@ def label_fn(policy_dir: str | Path, threads: int = 1):
 def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str], out_dir: str, steps: int,
                      seed: int, threads: int = 1, paired_fraction: float | None = None,
                      finetune_fraction: float = 0.0, paired_domain_weights: Sequence[float] | None = None,
-                     device: str | None = None) -> dict:
+                     source_token: bool = False, device: str | None = None) -> dict:
     """Executor job: train one diffusion policy on paired demos (+ pseudo-labels) into ``out_dir``.
 
     Normalizers are fitted to all its training data; a distillation batch draws ``paired_fraction`` of its
     rows from the paired windows (None: proportional to the counts) and the rest from the pseudo-labels; the last
     ``finetune_fraction`` of the steps draw paired windows only. ``paired_domain_weights`` (one per demo file)
-    weights each file's windows inside the paired share (None: uniform over windows). ``device`` (``cuda``,
+    weights each file's windows inside the paired share (None: uniform over windows). ``source_token`` adds a
+    two-entry task embedding, expert demos ``SOURCE_EXPERT`` and pseudo-labels ``SOURCE_PSEUDO``, and makes the
+    expert token the policy's default (see ``PseudoSpec.source_token``). ``device`` (``cuda``,
     ``cuda:N``; None: the CPU) is where the network trains; the saved policy is on the CPU. Resumes from
     ``out_dir/checkpoint`` if a previous attempt was interrupted. Returns a JSON-able summary; the exported policy
     is ``out_dir/policy``.
@@ -236,6 +240,10 @@ def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str
     t0, c0 = time.perf_counter(), time.process_time()
     torch.set_num_threads(int(threads))
     pspec = load_config(PolicySpec, spec)
+    if source_token:
+        pspec = with_source_token(pspec)
+        if not pseudo:
+            raise ValueError("source_token: expected pseudo-labels to tell apart from the demos, received none")
     pcfg = policy_config(pspec, seed=seed, steps=steps)
     paired = load_paired(demos, env_id)
     labels = PseudoLabels.concat([PseudoLabels.load(p) for p in pseudo]) if pseudo else None
@@ -258,7 +266,8 @@ def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str
     window_weights = (None if paired_domain_weights is None
                       else torch.from_numpy(window_file_weights(paired, sampler, paired_domain_weights)))
     batch_fn = _batch_fn(sampler, labels, pcfg.train.batch_size, paired_fraction,
-                         finetune_from=finetune_start(steps, finetune_fraction), window_weights=window_weights)
+                         finetune_from=finetune_start(steps, finetune_fraction), window_weights=window_weights,
+                         source_token=source_token)
     if pspec.mirror:
         obs_sign, act_sign = mirror_signs(env_id)
         if obs_sign.shape != (paired.obs_dim,) or act_sign.shape != (paired.action_dim,):
@@ -283,6 +292,22 @@ def train_policy_job(spec: dict, env_id: str, demos: list[str], pseudo: list[str
     return summary
 
 
+#: Task ids of the data-source token (``PseudoSpec.source_token``): what a training row's action came from.
+SOURCE_PSEUDO, SOURCE_EXPERT = 0, 1
+
+
+def with_source_token(pspec):
+    """``pspec`` with a two-entry task embedding whose default (the acting token) is the expert's."""
+    from dataclasses import replace
+
+    model = dict(pspec.overrides.get("model") or {})
+    if model.get("num_tasks") or model.get("default_task") is not None:
+        raise ValueError(f"source_token: the data-source token is the policy's task embedding; expected no "
+                         f"model.num_tasks / model.default_task overrides, received {model}")
+    return replace(pspec, overrides=merge_overrides(dict(pspec.overrides), {
+        "model": {"num_tasks": 2, "default_task": SOURCE_EXPERT}}))
+
+
 def finetune_start(steps: int, finetune_fraction: float) -> int:
     """First step of the paired-only phase: ``steps`` (none) for ``finetune_fraction = 0``."""
     if not 0.0 <= finetune_fraction < 1.0:
@@ -291,11 +316,25 @@ def finetune_start(steps: int, finetune_fraction: float) -> int:
 
 
 def _batch_fn(sampler, labels, batch_size: int, paired_fraction: float | None, finetune_from: int | None = None,
-              window_weights=None):
+              window_weights=None, source_token: bool = False):
     """Mixed batches: ``n_p`` paired windows + ``B - n_p`` pseudo-labels per step, from the step's generator;
     from step ``finetune_from`` on, paired windows only. ``window_weights`` (one per paired window) replaces
-    uniform window sampling."""
+    uniform window sampling. ``source_token`` sets each row's ``task`` to its source (``SOURCE_EXPERT`` or
+    ``SOURCE_PSEUDO``); it draws nothing from the generator, so the rows are the same as without."""
     import torch
+
+    if source_token:
+        plain = _batch_fn(sampler, labels, batch_size, paired_fraction, finetune_from, window_weights)
+        n_p = batch_size if labels is None else _paired_rows(sampler, labels, batch_size, paired_fraction)
+
+        def tagged(step: int, gen: torch.Generator) -> dict:
+            b = plain(step, gen)
+            paired_only = labels is None or (finetune_from is not None and step >= finetune_from)
+            task = torch.full((b["obs"].shape[0],), SOURCE_PSEUDO, dtype=torch.long)
+            task[:b["obs"].shape[0] if paired_only else n_p] = SOURCE_EXPERT
+            return {**b, "task": task}
+
+        return tagged
 
     if window_weights is not None:
         sample_paired = lambda n, gen: sampler.gather(  # noqa: E731
@@ -305,9 +344,7 @@ def _batch_fn(sampler, labels, batch_size: int, paired_fraction: float | None, f
     if labels is None:
         return lambda step, gen: sample_paired(batch_size, gen)
     n_pseudo = len(labels)
-    if paired_fraction is None:
-        paired_fraction = len(sampler) / (len(sampler) + n_pseudo)
-    n_p = int(round(batch_size * paired_fraction))
+    n_p = _paired_rows(sampler, labels, batch_size, paired_fraction)
     obs_q = torch.from_numpy(np.ascontiguousarray(labels.conditions.obs, dtype=np.float32))
     act_q = torch.from_numpy(np.ascontiguousarray(labels.actions, dtype=np.float32))
 
@@ -322,6 +359,13 @@ def _batch_fn(sampler, labels, batch_size: int, paired_fraction: float | None, f
                 "task": None}
 
     return batch_fn
+
+
+def _paired_rows(sampler, labels, batch_size: int, paired_fraction: float | None) -> int:
+    """Paired rows of a mixed batch (the first rows; the rest are pseudo-labels)."""
+    if paired_fraction is None:
+        paired_fraction = len(sampler) / (len(sampler) + len(labels))
+    return int(round(batch_size * paired_fraction))
 
 
 @functools.lru_cache(maxsize=8)

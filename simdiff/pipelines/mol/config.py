@@ -270,6 +270,11 @@ class PseudoSpec:
     # level 0's expert windows twice as often without taking batch share from the pseudo-labels. The DAgger
     # rounds' generalists keep uniform windows, so their labels (and a finished run's) are unchanged by it.
     paired_domain_weights: tuple[float, ...] | None = None
+    # The final distilled generalist only: a learned data-source token in its condition says whether a training
+    # row is an expert demo or a pseudo-label, and the generalist acts with the expert token. The pseudo-labels
+    # still teach the states the demos never reach, while the demos' own precision is not averaged with the
+    # labels' where both cover the same states. The DAgger rounds' generalists are unchanged by it.
+    source_token: bool = False
 
     def __post_init__(self) -> None:
         check_range("pseudo.batch_size", self.batch_size, 1)
@@ -421,6 +426,8 @@ def config_fingerprint(cfg: MolConfig) -> str:
         d["pseudo"].pop("finetune_fraction")
     if "paired_domain_weights" in d.get("pseudo", {}) and d["pseudo"]["paired_domain_weights"] is None:  # likewise
         d["pseudo"].pop("paired_domain_weights")
+    if d.get("pseudo", {}).get("source_token") is False:  # likewise
+        d["pseudo"].pop("source_token")
     dag = d.get("dagger", {})
     if dag.get("search_k") == 1:  # likewise
         dag.pop("search_k")

@@ -606,6 +606,7 @@ def generalist_jobs(cfg: MolConfig, root: Path, r: int, threads: int = 1) -> lis
                                                if cfg.pseudo.finetune_fraction else {}),
                                             **({"paired_domain_weights": list(cfg.pseudo.paired_domain_weights)}
                                                if final and cfg.pseudo.paired_domain_weights else {}),
+                                            **({"source_token": True} if final and cfg.pseudo.source_token else {}),
                                             "out_dir": str(generalist_dir(root, f"distilled_r{r}"))})]
     if final:
         jobs.append(("generalist_labeled_only", {**base, "pseudo": [], "steps": cfg.generalist.steps,

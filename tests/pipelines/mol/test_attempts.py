@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -279,3 +281,43 @@ def test_mirror_needs_a_world_with_a_symmetry_and_keeps_old_fingerprints(monkeyp
     with pytest.raises(ValueError, match="mirror"):
         adapters.preflight(with_overrides(cfg, generalist={"mirror": True}))
     adapters.preflight(cfg)                                            # off: never asked
+
+
+def test_source_token_tags_expert_and_pseudo_rows_and_keeps_the_batch():
+    import torch
+
+    from simdiff.pipelines.mol.adapters import SOURCE_EXPERT, SOURCE_PSEUDO, _batch_fn
+
+    pseudo = _Labels(np.zeros((50, 2, 3), np.float32), np.zeros((50, 8, 2), np.float32))
+    plain = _batch_fn(_Paired(), pseudo, 16, 0.25, finetune_from=60)
+    tagged = _batch_fn(_Paired(), pseudo, 16, 0.25, finetune_from=60, source_token=True)
+    for step in (0, 59, 60):
+        a, b = plain(step, torch.Generator().manual_seed(3)), tagged(step, torch.Generator().manual_seed(3))
+        assert a["task"] is None and torch.equal(a["obs"], b["obs"]) and torch.equal(a["action"], b["action"])
+        is_paired = b["obs"][:, -1, 0] == 1.0                                 # _Paired marks its rows 1
+        assert b["task"].dtype == torch.long
+        assert torch.equal(b["task"], torch.where(is_paired, SOURCE_EXPERT, SOURCE_PSEUDO))
+        assert int(is_paired.sum()) == (16 if step >= 60 else 4)
+
+
+def test_source_token_config_fingerprint_and_preflight():
+    from simdiff.pipelines.mol import adapters
+    from simdiff.pipelines.mol.stages import generalist_jobs
+
+    cfg = MolConfig()
+    on = with_overrides(cfg, pseudo={"source_token": True})
+    assert with_overrides(cfg, pseudo={"source_token": False}).fingerprint() == cfg.fingerprint()
+    assert on.fingerprint() != cfg.fingerprint()
+    final = on.dagger.rounds
+    jobs = dict(generalist_jobs(on, Path("run"), final))
+    assert jobs[f"generalist_distilled_r{final}"]["source_token"] is True
+    assert "source_token" not in jobs["generalist_labeled_only"]            # its rows are all demos
+    if final:                                                               # the acting generalists: unchanged
+        assert "source_token" not in dict(generalist_jobs(on, Path("run"), final - 1))[
+            f"generalist_distilled_r{final - 1}"]
+    spec = adapters.with_source_token(on.generalist)
+    pcfg = adapters.policy_config(spec, seed=0)
+    assert (pcfg.model.num_tasks, pcfg.model.default_task) == (2, adapters.SOURCE_EXPERT)
+    clash = with_overrides(on, generalist={"overrides": {"model": {"num_tasks": 3}}})
+    with pytest.raises(ValueError, match="source_token: the data-source token is the policy's task embedding"):
+        adapters.preflight(clash)

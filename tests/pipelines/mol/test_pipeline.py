@@ -144,6 +144,24 @@ def test_final_generalist_job_retrains_the_runs_generalist_on_a_device(tiny_run,
             torch.testing.assert_close(ours[k], theirs[k], rtol=1e-3, atol=1e-4)
 
 
+def test_source_token_generalist_trains_on_the_run_and_acts_with_the_expert_token(tiny_run, tmp_path):
+    # the final distilled job with the data-source token: a two-entry task embedding whose default is the expert,
+    # so evaluation (which passes no task) acts with it
+    from policies.diffusion import DiffusionPolicy
+    from simdiff.pipelines.mol.stages import generalist_jobs
+
+    root, _ = tiny_run
+    cfg = tiny(pseudo={"source_token": True})
+    _, spec = generalist_jobs(cfg, root, cfg.dagger.rounds)[0]
+    adapters.train_policy_job(**{**spec, "out_dir": str(tmp_path / "g")})
+    pol = DiffusionPolicy.load(tmp_path / "g" / "policy")
+    assert (pol.cfg.model.num_tasks, pol.cfg.model.default_task) == (2, adapters.SOURCE_EXPERT)
+    res = adapters.evaluate(str(tmp_path / "g" / "policy"), cfg.env.id, 1, 4, 5, 4, cfg.env.make_kwargs)
+    assert res["episodes"] == 4
+    with pytest.raises(ValueError, match="source_token: expected pseudo-labels"):
+        adapters.train_policy_job(**{**spec, "pseudo": [], "out_dir": str(tmp_path / "h")})
+
+
 def test_failed_specialist_job_is_retried_then_reported(tmp_path, monkeypatch):
     real = adapters.train_policy_job
     attempts = []

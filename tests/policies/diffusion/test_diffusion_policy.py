@@ -170,3 +170,21 @@ def test_frozen_graph_sampling_equals_eager_and_follows_training(toy_policy):
     second = sample(toy_policy)
     torch.testing.assert_close(second, sample(eager), rtol=0, atol=1e-6)
     assert not torch.allclose(first, second)
+
+
+def test_default_task_is_used_where_a_caller_passes_none(tiny_cfg, tmp_path):
+    cfg = replace_config(tiny_cfg, model={"num_tasks": 2, "default_task": 1})
+    pol = DiffusionPolicy.from_episodes(cfg, _toy_episodes())
+    torch.nn.init.normal_(pol.model.task_embed.weight)       # the two tokens far apart
+    obs = torch.randn(3, 2, 7)
+
+    def act(policy, task=None):
+        return policy.predict_action(obs, torch.Generator().manual_seed(4), task=task)
+
+    assert torch.equal(act(pol), act(pol, 1)) and not torch.equal(act(pol), act(pol, 0))
+    pol.save(tmp_path / "pol")
+    assert torch.equal(act(DiffusionPolicy.load(tmp_path / "pol")), act(pol, 1))   # the default travels with it
+    with pytest.raises(ValueError, match=r"model.default_task: expected a value in \[0, 1\], received 2"):
+        load_policy_config({"model": {"num_tasks": 2, "default_task": 2}})
+    with pytest.raises(ValueError, match="model.default_task: expected null without a task embedding"):
+        load_policy_config({"model": {"default_task": 0}})
