@@ -3,7 +3,8 @@ own held-out seeds (or validation seeds): a quick probe of what the last stage's
 without rerunning DAgger.
 
     python bench/mol_final_generalist_variant.py RUN --out DIR [--set KEY=VALUE ...] [--extra-pseudo PATH ...]
-        [--job distilled|labeled_only] [--eval-seed S] [--skip-train [--run-generalist NAME]] [--device cuda]
+        [--job distilled|labeled_only] [--eval-seed S] [--skip-train [--run-generalist NAME] [--guidance W]]
+        [--device cuda]
 
 The job is the run's own final-stage job (``simdiff.pipelines.mol.stages.generalist_jobs``: its paired demos and
 pseudo-labels, generalist spec, steps and training seed) rebuilt from the run's config with the ``--set``
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                         "labeled_only)")
     p.add_argument("--device", default=None, help="where the generalist trains: cpu (default), cuda or cuda:N")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the training (default 1)")
+    p.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="evaluate a source-token generalist (pseudo.source_token) with task guidance W away from the "
+                        "pseudo-label token (noise.guidance; sampling only)")
     p.add_argument("--levels", default="0,1,2,3", help="levels to evaluate, e.g. 0,1,2,3,shift (default 0,1,2,3)")
     args = p.parse_args(argv)
 
@@ -52,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     from simdiff.pipelines.mol.stages import generalist_jobs, load_run_config
     from simdiff.utils.io import read_json, write_json
 
+    if args.guidance is not None and not args.skip_train:
+        raise ValueError("--guidance re-evaluates a trained generalist: add --skip-train")
     if args.run_generalist and not args.skip_train:
         raise ValueError("--run-generalist evaluates a generalist of the run as it is: add --skip-train")
     if args.extra_pseudo and args.job != "distilled":
@@ -77,10 +83,21 @@ def main(argv: list[str] | None = None) -> int:
                     threads=args.threads)
         job = adapters.train_policy_job(**spec)
     eval_seed = cfg.eval_seed() if args.eval_seed is None else args.eval_seed
+    policy = str(policy_dir)
+    if args.guidance is not None:
+        from policies.diffusion import DiffusionPolicy
+        from policies.diffusion.policy import replace_config
+
+        loaded = DiffusionPolicy.load(policy_dir)
+        if loaded.cfg.model.default_task != adapters.SOURCE_EXPERT or loaded.cfg.model.num_tasks != 2:
+            raise ValueError(f"--guidance: expected a source-token generalist (pseudo.source_token), {policy_dir} "
+                             f"has model.num_tasks={loaded.cfg.model.num_tasks}")
+        policy = DiffusionPolicy.load(policy_dir, config=replace_config(
+            loaded.cfg, noise={"guidance": args.guidance, "guidance_against": adapters.SOURCE_PSEUDO}))
     rows = {}
     run_metrics = read_json(run / "metrics.json")["methods"] if (run / "metrics.json").is_file() else {}
     for lv in [int(x) if x.isdigit() else x for x in args.levels.split(",")]:
-        res = adapters.evaluate(str(policy_dir), cfg.env.id, lv, cfg.evaluation.episodes, eval_seed,
+        res = adapters.evaluate(policy, cfg.env.id, lv, cfg.evaluation.episodes, eval_seed,
                                 cfg.evaluation.batch_envs, dict(cfg.env.make_kwargs))
         key = level_key(lv)
         base = run_metrics.get(JOBS[args.job], {}).get(key, {}).get("success")  # None: the run is not finished
@@ -89,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key}: variant {100 * res['success_rate']:.1f}%  run's {args.job} {theirs} (run's held-out seeds)",
               flush=True)
     # A training run writes variant.json; a re-evaluation (--skip-train) its own eval_<seed>.json beside it.
-    name = f"eval_{eval_seed}.json" if args.skip_train else "variant.json"
+    name = (f"eval_{eval_seed}" + ("" if args.guidance is None else f"_guidance{args.guidance:g}") + ".json"
+            if args.skip_train else "variant.json")
+
     if args.skip_train and (out / name).is_file():   # levels evaluated earlier on these seeds are kept
         rows = {**read_json(out / name).get("levels", {}), **rows}
     write_json(out / name, {"run": str(run), "job": args.job, "overrides": items,

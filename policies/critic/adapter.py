@@ -97,7 +97,9 @@ class PolicyDenoiser:
         return self.policy.obs_features(obs_history)
 
     def condition(self, obs_feat: Tensor, task: Tensor | None = None) -> Tensor:
-        return self.net.condition(obs_feat, task)
+        # the policy's default task where none is given (a source-token policy acts with its expert token)
+        ids = getattr(self.policy, "task_ids", None)
+        return self.net.condition(obs_feat, task if ids is None else ids(task, obs_feat.shape[0]))
 
     def predict(self, x: Tensor, t: int | Tensor, cond: Tensor) -> Tensor:
         """Network output ``(B, Tp, Da)`` for ``x (B, Tp, Da)`` at step ``t`` (int or ``(B,)``)."""

@@ -101,9 +101,18 @@ class NoiseConfig:
     #: run the denoiser as a frozen TorchScript graph when sampling (same math; at batch 1 on a CPU it removes
     #: about a third of the per-op overhead that dominates a small network's latency)
     frozen_graph: bool = True
+    #: task guidance (sampling only): the prediction is pushed away from task ``guidance_against`` towards the
+    #: acting task, ``out = out(task) + guidance * (out(task) - out(guidance_against))``; 0 samples plainly. For a
+    #: source-token policy: against the pseudo-label token, so the expert's precision is extrapolated.
+    guidance: float = 0.0
+    guidance_against: int | None = None
 
     def __post_init__(self) -> None:
         check_range("noise.train_steps", self.train_steps, lo=2)
+        check_range("noise.guidance", self.guidance, lo=0.0)
+        if self.guidance and self.guidance_against is None:
+            raise ValueError(f"noise.guidance: expected noise.guidance_against (the task id to guide away from) with "
+                             f"guidance {self.guidance}, received null")
         check_range("noise.inference_steps", self.inference_steps, lo=1, hi=self.train_steps)
         if self.clip is not None:
             check_range("noise.clip", self.clip, lo=0.0, lo_open=True)
@@ -193,6 +202,10 @@ class DiffusionPolicyConfig:
         if self.horizon.prediction % multiple:
             raise ValueError(f"horizon.prediction: expected a multiple of {multiple} (the U-Net halves it "
                              f"{len(dims) - 1} times), received {self.horizon.prediction}")
+        against = self.noise.guidance_against
+        if against is not None and not 0 <= against < self.model.num_tasks:
+            raise ValueError(f"noise.guidance_against: expected a task id in [0, {self.model.num_tasks - 1}] "
+                             f"(model.num_tasks = {self.model.num_tasks}), received {against}")
         if self.eval.every and self.train.ckpt_every and self.eval.every % self.train.ckpt_every:
             raise ValueError(f"eval.every: expected a multiple of train.ckpt_every={self.train.ckpt_every} "
                              f"(evaluation resumes from checkpoints), received {self.eval.every}")
@@ -202,7 +215,8 @@ class DiffusionPolicyConfig:
 ARCHITECTURE_SECTIONS = ("horizon", "model", "noise.train_steps", "noise.schedule", "noise.prediction",
                          "normalizer")
 #: Sections free to differ between a checkpoint and the config it is loaded with.
-FREE_SECTIONS = ("data", "train", "eval", "noise.clip", "noise.sampler", "noise.inference_steps")
+FREE_SECTIONS = ("data", "train", "eval", "noise.clip", "noise.sampler", "noise.inference_steps", "noise.frozen_graph",
+                 "noise.guidance", "noise.guidance_against")
 
 
 def load_policy_config(source=None, overrides: dict | None = None) -> DiffusionPolicyConfig:

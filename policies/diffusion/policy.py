@@ -98,6 +98,21 @@ def ddim_loop(unet: torch.nn.Module, x: Tensor, cond: Tensor | None, *,
     return x
 
 
+def guided_ddim_loop(unet: torch.nn.Module, x: Tensor, cond: Tensor, cond_against: Tensor, *,
+                     plan: Sequence[tuple[int, float, float, float, float]], prediction: str, clip: float | None,
+                     guidance: float) -> Tensor:
+    """:func:`ddim_loop` with task guidance: each step's prediction is ``out(cond) + guidance * (out(cond) -
+    out(cond_against))``, both rows of a pair evaluated in one batched forward."""
+    steps = torch.tensor([c[0] for c in plan], dtype=torch.long)
+    films = unet.film_steps(*unet.film_terms(steps, torch.cat([cond, cond_against])))
+    b = x.shape[0]
+    for coef, film in zip(plan, films):
+        out = unet.forward(torch.cat([x, x]), film=film)
+        out = out[:b] + guidance * (out[:b] - out[b:])
+        x = ddim_update(out, x, coef, prediction, clip)
+    return x
+
+
 def _unet_film_forward(unet: torch.nn.Module, x: Tensor, *film: Tensor) -> Tensor:
     """``unet.forward(x, film=...)`` with the FiLM pairs flattened to ``scale0, bias0, scale1, ...``."""
     return unet.forward(x, film=[(film[i], film[i + 1]) for i in range(0, len(film), 2)])
@@ -201,7 +216,8 @@ class DiffusionPolicy:
         c0, c1 = self.context_cols
         return torch.cat([state, obs[:, -1, c0:c1]], dim=1)
 
-    def _task(self, task: Tensor | int | Sequence[int] | None, batch: int) -> Tensor | None:
+    def task_ids(self, task: Tensor | int | Sequence[int] | None, batch: int) -> Tensor | None:
+        """``(batch,)`` task ids for the network: ``task`` broadcast, or ``model.default_task`` where it is None."""
         if task is None:
             task = self.cfg.model.default_task
             if task is None:
@@ -226,7 +242,7 @@ class DiffusionPolicy:
         t = torch.randint(self.schedule.num_steps, (b,), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(device=x0.device, dtype=x0.dtype)
         x_t = G.corrupt(x0, t, noise, self.schedule)
-        out = model(x_t, t, feat, self._task(batch.get("task"), b))
+        out = model(x_t, t, feat, self.task_ids(batch.get("task"), b))
         return G.loss(out, x0, noise, t, self.schedule, self.cfg.noise.prediction)
 
     # -- sampling ----------------------------------------------------------------------------------------
@@ -241,28 +257,40 @@ class DiffusionPolicy:
         net = self.net  # no dropout or batch norm: train/eval mode does not matter, so leave it alone
         feat = self.obs_features(obs_history)
         b = feat.shape[0]
-        cond = net.condition(feat, self._task(task, b))
+        cond = net.condition(feat, self.task_ids(task, b))
         To, Tp, Ta = self.horizons
         x = draw_noise((b, Tp, self.action_dim), generator, feat.dtype, feat.device)
         noise_cfg = self.cfg.noise
-        if noise_cfg.sampler == "ddim":
+        if noise_cfg.guidance:
+            if noise_cfg.sampler != "ddim":
+                raise ValueError(f"noise.guidance: implemented for the ddim sampler, received sampler "
+                                 f"{noise_cfg.sampler!r}")
+            against = net.condition(feat, self.task_ids(noise_cfg.guidance_against, b))
+            x = self._sample_ddim(net, x, cond, against)
+        elif noise_cfg.sampler == "ddim":
             x = self._sample_ddim(net, x, cond)
         else:
             x = self._sample_ddpm(net, x, cond, generator)
         actions = self.action_normalizer.unnormalize(x)
         return actions if full else actions[:, To - 1:To - 1 + Ta]
 
-    def _sample_ddim(self, net: DiffusionPolicyNet, x: Tensor, cond: Tensor) -> Tensor:
+    def _sample_ddim(self, net: DiffusionPolicyNet, x: Tensor, cond: Tensor, against: Tensor | None = None) -> Tensor:
         key = ("ddim", self.inference_steps)
         cache = self.__dict__.setdefault("_plans", {})
         if key not in cache:
             cache[key] = ddim_plan(self.schedule, self.inference_steps)
         unet, noise = net.unet, self.cfg.noise
-        loop = functools.partial(ddim_loop, plan=cache[key], prediction=noise.prediction, clip=noise.clip)
+        args = (x, cond) if against is None else (x, cond, against)
+        if against is None:
+            loop = functools.partial(ddim_loop, plan=cache[key], prediction=noise.prediction, clip=noise.clip)
+        else:
+            loop = functools.partial(guided_ddim_loop, plan=cache[key], prediction=noise.prediction,
+                                     clip=noise.clip, guidance=noise.guidance)
+            key = (*key, "guided", noise.guidance)
         if not noise.frozen_graph or cond is None:
-            return loop(unet, x, cond)
+            return loop(unet, *args)
         # The whole deterministic loop (conditioning, every step's forward and update) as one frozen graph.
-        return self._frozen_graph(unet, loop, (*key, noise.prediction, noise.clip))(x, cond)
+        return self._frozen_graph(unet, loop, (*key, noise.prediction, noise.clip))(*args)
 
     def _denoiser(self, unet: torch.nn.Module):
         """``(x, film) -> prediction``: the U-Net's forward, as a frozen graph when ``noise.frozen_graph``."""

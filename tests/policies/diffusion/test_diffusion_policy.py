@@ -188,3 +188,39 @@ def test_default_task_is_used_where_a_caller_passes_none(tiny_cfg, tmp_path):
         load_policy_config({"model": {"num_tasks": 2, "default_task": 2}})
     with pytest.raises(ValueError, match="model.default_task: expected null without a task embedding"):
         load_policy_config({"model": {"default_task": 0}})
+
+
+def test_task_guidance_extrapolates_from_the_against_task(tiny_cfg, tmp_path):
+    from policies.diffusion.policy import ddim_plan
+
+    cfg = replace_config(tiny_cfg, model={"num_tasks": 2, "default_task": 1})
+    pol = DiffusionPolicy.from_episodes(cfg, _toy_episodes())
+    torch.nn.init.normal_(pol.model.task_embed.weight)
+    path = pol.save(tmp_path / "pol")
+    obs = torch.randn(3, 2, 7)
+
+    def act(policy):
+        return policy.predict_action(obs, torch.Generator().manual_seed(4), full=True)
+
+    w = 1.5
+    guided = {fg: DiffusionPolicy.load(path, config=replace_config(
+        cfg, noise={"guidance": w, "guidance_against": 0, "frozen_graph": fg})) for fg in (True, False)}
+    torch.testing.assert_close(act(guided[True]), act(guided[False]), rtol=1e-5, atol=1e-5)
+    # by hand: every step's prediction out(1) + w (out(1) - out(0)), then the plain DDIM update
+    net = pol.net
+    feat = pol.obs_features(obs)
+    c1, c0 = (net.condition(feat, torch.full((3,), k)) for k in (1, 0))
+    x = torch.randn((3, 8, 2), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        for coef in ddim_plan(pol.schedule, pol.inference_steps):
+            t = torch.full((3,), coef[0])
+            o1, o0 = net.unet(x, t, c1), net.unet(x, t, c0)
+            x = ddim_update(o1 + w * (o1 - o0), x, coef, cfg.noise.prediction, cfg.noise.clip)
+    torch.testing.assert_close(act(guided[False]), pol.action_normalizer.unnormalize(x), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(act(guided[False]), act(pol))
+    zero = DiffusionPolicy.load(path, config=replace_config(cfg, noise={"guidance": 0.0, "guidance_against": 0}))
+    assert torch.equal(act(zero), act(pol))
+    with pytest.raises(ValueError, match="noise.guidance: expected noise.guidance_against"):
+        load_policy_config({"model": {"num_tasks": 2}, "noise": {"guidance": 1.0}})
+    with pytest.raises(ValueError, match=r"noise.guidance_against: expected a task id in \[0, 1\]"):
+        load_policy_config({"model": {"num_tasks": 2}, "noise": {"guidance": 1.0, "guidance_against": 2}})
