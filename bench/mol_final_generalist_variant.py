@@ -108,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     # A training run writes variant.json; a re-evaluation (--skip-train) its own eval_<seed>.json beside it.
     name = (f"eval_{eval_seed}" + ("" if args.guidance is None else f"_guidance{args.guidance:g}") + ".json"
             if args.skip_train else "variant.json")
-
     if args.skip_train and (out / name).is_file():   # levels evaluated earlier on these seeds are kept
         rows = {**read_json(out / name).get("levels", {}), **rows}
     write_json(out / name, {"run": str(run), "job": args.job, "overrides": items,

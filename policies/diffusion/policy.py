@@ -280,10 +280,11 @@ class DiffusionPolicy:
         if key not in cache:
             cache[key] = ddim_plan(self.schedule, self.inference_steps)
         unet, noise = net.unet, self.cfg.noise
-        args = (x, cond) if against is None else (x, cond, against)
         if against is None:
+            args = (x, cond)
             loop = functools.partial(ddim_loop, plan=cache[key], prediction=noise.prediction, clip=noise.clip)
         else:
+            args = (x, cond, against)
             loop = functools.partial(guided_ddim_loop, plan=cache[key], prediction=noise.prediction,
                                      clip=noise.clip, guidance=noise.guidance)
             key = (*key, "guided", noise.guidance)

@@ -329,9 +329,9 @@ def _batch_fn(sampler, labels, batch_size: int, paired_fraction: float | None, f
 
         def tagged(step: int, gen: torch.Generator) -> dict:
             b = plain(step, gen)
-            paired_only = labels is None or (finetune_from is not None and step >= finetune_from)
-            task = torch.full((b["obs"].shape[0],), SOURCE_PSEUDO, dtype=torch.long)
-            task[:b["obs"].shape[0] if paired_only else n_p] = SOURCE_EXPERT
+            n = b["obs"].shape[0]
+            task = torch.full((n,), SOURCE_PSEUDO, dtype=torch.long)
+            task[:n if finetune_from is not None and step >= finetune_from else n_p] = SOURCE_EXPERT
             return {**b, "task": task}
 
         return tagged
