@@ -1,7 +1,9 @@
 """The MOL pipeline's configuration schema (values live in ``configs/mol/*.yaml``).
 
-A run is fully determined by one :class:`MolConfig`; the executor options (backend, workers, Ray address) only
-decide *where* jobs run, never what they compute, so they are not part of the run's fingerprint.
+A run is fully determined by one :class:`MolConfig`. The executor's backend, workers and Ray address only decide
+*where* jobs run, never what they compute, so they are not part of the run's fingerprint; ``threads_per_job`` is:
+torch splits CPU reductions (the backward pass above all) by thread count, so the same seed trains different bits
+at different thread counts, and a resume that mixed them would be reproducible by no single command.
 
 Seeds are explicit and partitioned: paired demos, unlabeled conditions and evaluation draw environment seeds
 from disjoint ranges (checked in :meth:`MolConfig.__post_init__`), so evaluation seeds are truly held out.
@@ -315,13 +317,14 @@ class EvalSpec:
 
 @dataclass(frozen=True)
 class ExecutorSpec:
-    """Where independent jobs (specialists, generalists, sweep points) run. Not part of the fingerprint."""
+    """Where independent jobs (specialists, generalists, sweep points) run. Only ``threads_per_job`` is part of the
+    fingerprint (it changes the arithmetic of training; see the module docstring)."""
 
     backend: Literal["sequential", "local", "ray"] = "local"
     workers: int = 2
     retries: int = 1  # a failed job is retried this many times, then reported
     ray_address: str | None = None
-    threads_per_job: int = 1  # torch threads inside each job (cores are shared)
+    threads_per_job: int = 1  # torch threads inside each job (cores are shared); changes the trained bits
 
     def __post_init__(self) -> None:
         check_range("executor.workers", self.workers, 1)
@@ -402,7 +405,7 @@ class MolConfig:
         return self.evaluation.seed
 
     def fingerprint(self) -> str:
-        """What the run computes (executor options excluded): a resume must match it."""
+        """What the run computes (executor options excluded but ``threads_per_job``): a resume must match it."""
         return config_fingerprint(self)
 
 
@@ -410,7 +413,9 @@ def config_fingerprint(cfg: MolConfig) -> str:
     from simdiff.config import to_dict
 
     d = to_dict(cfg)
-    d.pop("executor", None)
+    threads = d.pop("executor", {}).get("threads_per_job", 1)
+    if threads != 1:  # at its default it stays out, so runs fingerprinted before it counted still resume
+        d["executor"] = {"threads_per_job": threads}
     d.pop("sweep", None)  # sweep settings do not change a single run
     d.pop("note", None)
     d.pop("name", None)  # cosmetic

@@ -177,8 +177,10 @@ def prepare_run_dir(cfg: MolConfig, out: str | Path, overwrite: bool = False,
             _append_resume(out, command)
             return out, True
         if not overwrite:
-            diffs = _config_diffs(old.get("config", {}), _fingerprinted(to_dict(cfg)))
-            raise FileExistsError(f"--out {out} holds a MOL run of a different config ({'; '.join(diffs[:6])}); "
+            diffs = _config_diffs(_recorded(old.get("config", {})), _fingerprinted(to_dict(cfg)))
+            hint = (" (torch threads change the trained bits: resume with the run's executor.threads_per_job)"
+                    if any(x.startswith("executor.threads_per_job") for x in diffs) else "")
+            raise FileExistsError(f"--out {out} holds a MOL run of a different config ({'; '.join(diffs[:6])}){hint}; "
                                   "pass --overwrite to replace it or choose a new directory")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +190,16 @@ def prepare_run_dir(cfg: MolConfig, out: str | Path, overwrite: bool = False,
 
 
 def _fingerprinted(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k not in ("executor", "sweep", "note", "name")}
+    out = {k: v for k, v in d.items() if k not in ("executor", "sweep", "note", "name")}
+    out["executor"] = {"threads_per_job": d.get("executor", {}).get("threads_per_job", 1)}
+    return out
+
+
+def _recorded(d: Any) -> Any:
+    # Markers written before threads_per_job was fingerprinted ran at its default of 1.
+    if isinstance(d, dict) and "executor" not in d:
+        return {**d, "executor": {"threads_per_job": 1}}
+    return d
 
 
 def _config_diffs(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -232,7 +243,7 @@ def load_run_config(run_dir: str | Path) -> MolConfig:
     stored = marker.get("fingerprint") if isinstance(marker, dict) else None
     if stored != cfg.fingerprint():
         # config.yaml is what reports and probes read; if it no longer describes what ran, say so.
-        diffs = _config_diffs(marker.get("config", {}) if isinstance(marker, dict) else {},
+        diffs = _config_diffs(_recorded(marker.get("config", {})) if isinstance(marker, dict) else {},
                               _fingerprinted(to_dict(cfg)))
         raise UserError(f"{run_dir / 'config.yaml'} does not describe the run in {run_dir} (fingerprint "
                         f"{cfg.fingerprint()}, the run's {stored}; {'; '.join(diffs[:6]) or 'unreadable record'}): "
@@ -241,7 +252,9 @@ def load_run_config(run_dir: str | Path) -> MolConfig:
 
 
 def with_executor(cfg: MolConfig, **changes: Any) -> MolConfig:
-    """The same run on another executor (backend, workers, address): not part of the fingerprint."""
+    """The same run on another executor (backend, workers, address): not part of the fingerprint.
+
+    ``threads_per_job`` is, so changing it here makes another run (a resume refuses it)."""
     changes = {k: v for k, v in changes.items() if v is not None}
     return dataclasses.replace(cfg, executor=dataclasses.replace(cfg.executor, **changes)) if changes else cfg
 

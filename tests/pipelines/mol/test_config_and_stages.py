@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from simdiff.config import ConfigError, load_config
 from simdiff.pipelines.mol.config import MolConfig, with_overrides
 from simdiff.pipelines.mol.stages import (
+    RUN_MARKER,
     RunContext,
     Stage,
     build_stages,
@@ -15,6 +17,7 @@ from simdiff.pipelines.mol.stages import (
     prepare_run_dir,
     read_marker,
     run_stages,
+    with_executor,
 )
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "mol"
@@ -47,10 +50,30 @@ def test_evaluation_seeds_must_be_held_out():
         load_config(MolConfig, {"evaluation": {"seed": 0}})
 
 
-def test_fingerprint_ignores_executor_but_not_data():
+def test_fingerprint_ignores_where_jobs_run_but_not_data_or_threads():
     cfg = MolConfig()
     assert with_overrides(cfg, executor={"backend": "ray", "workers": 7}).fingerprint() == cfg.fingerprint()
     assert with_overrides(cfg, demos={"per_domain": 5}).fingerprint() != cfg.fingerprint()
+    # torch threads change the trained bits, so they make another run
+    assert with_overrides(cfg, executor={"threads_per_job": 2}).fingerprint() != cfg.fingerprint()
+    # at the default of 1 the key stays out: runs fingerprinted before it counted still resume
+    assert cfg.fingerprint() == with_overrides(cfg, executor={"threads_per_job": 1, "workers": 3}).fingerprint()
+
+
+def test_resume_at_another_thread_count_is_refused_with_the_reason(tmp_path):
+    cfg = MolConfig()
+    prepare_run_dir(cfg, tmp_path / "run")
+    more = with_executor(cfg, threads_per_job=2)
+    with pytest.raises(FileExistsError, match=r"executor.threads_per_job: 1 -> 2.*torch threads change the trained"):
+        prepare_run_dir(more, tmp_path / "run")
+    assert prepare_run_dir(with_executor(cfg, workers=5), tmp_path / "run")[1]  # workers alone: a resume
+    # a marker written before threads were recorded lists only real differences
+    marker = tmp_path / "run" / RUN_MARKER
+    rec = json.loads(marker.read_text())
+    rec["config"].pop("executor")
+    marker.write_text(json.dumps(rec))
+    with pytest.raises(FileExistsError, match=r"\(demos.per_domain: 20 -> 3\); pass"):
+        prepare_run_dir(with_overrides(cfg, demos={"per_domain": 3}), tmp_path / "run")
 
 
 def test_stage_list_unrolls_dagger_rounds():
