@@ -264,8 +264,9 @@ class PseudoSpec:
     # Share of each distillation batch drawn from the paired demos (the rest from pseudo-labels);
     # null: proportional to the number of paired windows and pseudo-labels.
     paired_fraction: float | None = 0.25
-    # Share of the distilled generalist's steps, at the end, trained on the paired demos only (pseudo-labels as
-    # pre-training, the consistent expert data last). 0: mixed batches throughout.
+    # The final distilled generalist only: share of its steps, at the end, trained on the paired demos only
+    # (pseudo-labels as pre-training, the consistent expert data last). 0: mixed batches throughout. The DAgger
+    # rounds' acting generalists keep mixed batches, so their labels (and a finished run's) are unchanged by it.
     finetune_fraction: float = 0.0
     # The final distilled generalist only: relative weight of each domain's paired windows within the paired
     # share of its batches, one per ``env.domains`` entry (null: every window alike). E.g. [2, 1, 1, 1] draws

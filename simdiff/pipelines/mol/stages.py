@@ -616,7 +616,7 @@ def generalist_jobs(cfg: MolConfig, root: Path, r: int, threads: int = 1) -> lis
     jobs = [(f"generalist_distilled_r{r}", {**base, "spec": spec, "pseudo": pseudo, "steps": steps, "seed": seed,
                                             "paired_fraction": cfg.pseudo.paired_fraction,
                                             **({"finetune_fraction": cfg.pseudo.finetune_fraction}
-                                               if cfg.pseudo.finetune_fraction else {}),
+                                               if final and cfg.pseudo.finetune_fraction else {}),
                                             **({"paired_domain_weights": list(cfg.pseudo.paired_domain_weights)}
                                                if final and cfg.pseudo.paired_domain_weights else {}),
                                             **({"source_token": True} if final and cfg.pseudo.source_token else {}),
@@ -796,7 +796,7 @@ def _labels_summary(cfg: MolConfig) -> str:
                      + {"latest": "the last round only", "dagger": "every DAgger round",
                         "all": "every round"}[g.pseudo_rounds])
     if p.finetune_fraction:
-        parts.append(f"last {p.finetune_fraction:.0%} of generalist steps on paired demos only")
+        parts.append(f"last {p.finetune_fraction:.0%} of the final distilled generalist's steps on paired demos only")
     return "; ".join(parts)
 
 

@@ -321,3 +321,14 @@ def test_source_token_config_fingerprint_and_preflight():
     clash = with_overrides(on, generalist={"overrides": {"model": {"num_tasks": 3}}})
     with pytest.raises(ValueError, match="source_token: the data-source token is the policy's task embedding"):
         adapters.preflight(clash)
+
+
+def test_finetune_fraction_is_the_final_distilled_generalists_only():
+    from simdiff.pipelines.mol.stages import generalist_jobs
+
+    cfg = with_overrides(MolConfig(), dagger={"rounds": 2}, pseudo={"finetune_fraction": 0.25})
+    final = dict(generalist_jobs(cfg, Path("run"), 2))
+    assert final["generalist_distilled_r2"]["finetune_fraction"] == 0.25
+    assert "finetune_fraction" not in final["generalist_labeled_only"]     # paired demos only anyway
+    for r in (0, 1):                               # the acting generalists, whose rollouts make the labels
+        assert "finetune_fraction" not in dict(generalist_jobs(cfg, Path("run"), r))[f"generalist_distilled_r{r}"]
