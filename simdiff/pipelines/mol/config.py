@@ -264,6 +264,10 @@ class PseudoSpec:
     # Share of each distillation batch drawn from the paired demos (the rest from pseudo-labels);
     # null: proportional to the number of paired windows and pseudo-labels.
     paired_fraction: float | None = 0.25
+    # The final distilled generalist only: its paired share (null: ``paired_fraction``, as every round's). The
+    # DAgger rounds' acting generalists keep ``paired_fraction``, so their labels (and a finished run's) are
+    # unchanged by it: a final mix can lean on the labels more than the acting generalists should.
+    final_paired_fraction: float | None = None
     # The final distilled generalist only: share of its steps, at the end, trained on the paired demos only
     # (pseudo-labels as pre-training, the consistent expert data last). 0: mixed batches throughout. The DAgger
     # rounds' acting generalists keep mixed batches, so their labels (and a finished run's) are unchanged by it.
@@ -290,6 +294,8 @@ class PseudoSpec:
             object.__setattr__(self, "paired_domain_weights", w)
         if self.paired_fraction is not None:
             check_range("pseudo.paired_fraction", self.paired_fraction, 0.0, 1.0)
+        if self.final_paired_fraction is not None:
+            check_range("pseudo.final_paired_fraction", self.final_paired_fraction, 0.0, 1.0)
         check_range("pseudo.seed", self.seed, 0)
 
 
@@ -434,6 +440,8 @@ def config_fingerprint(cfg: MolConfig) -> str:
         d["pseudo"].pop("paired_domain_weights")
     if d.get("pseudo", {}).get("source_token") is False:  # likewise
         d["pseudo"].pop("source_token")
+    if "final_paired_fraction" in d.get("pseudo", {}) and d["pseudo"]["final_paired_fraction"] is None:  # likewise
+        d["pseudo"].pop("final_paired_fraction")
     dag = d.get("dagger", {})
     if dag.get("search_k") == 1:  # likewise
         dag.pop("search_k")

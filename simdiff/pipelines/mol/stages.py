@@ -593,6 +593,12 @@ def generalist_pseudo_files(cfg: MolConfig, root: Path, r: int) -> list[str]:
     return [str(pseudo_path(root, q, d)) for q in pseudo_rounds(cfg, r) for d in cfg.round_domains(q)]
 
 
+def final_paired_fraction(cfg: MolConfig) -> float | None:
+    """The final distilled generalist's paired share: ``pseudo.final_paired_fraction``, else the rounds' one."""
+    p = cfg.pseudo
+    return p.paired_fraction if p.final_paired_fraction is None else p.final_paired_fraction
+
+
 def generalist_jobs(cfg: MolConfig, root: Path, r: int, threads: int = 1) -> list[tuple[str, dict]]:
     """The round-``r`` generalist training jobs: the distilled one, and in the final round the labeled-only one.
 
@@ -614,7 +620,8 @@ def generalist_jobs(cfg: MolConfig, root: Path, r: int, threads: int = 1) -> lis
     # The acting (intermediate) generalists may have their own architecture; the final two always share one.
     spec = base["spec"] if final else to_dict(intermediate_generalist(cfg))
     jobs = [(f"generalist_distilled_r{r}", {**base, "spec": spec, "pseudo": pseudo, "steps": steps, "seed": seed,
-                                            "paired_fraction": cfg.pseudo.paired_fraction,
+                                            "paired_fraction": final_paired_fraction(cfg) if final
+                                            else cfg.pseudo.paired_fraction,
                                             **({"finetune_fraction": cfg.pseudo.finetune_fraction}
                                                if final and cfg.pseudo.finetune_fraction else {}),
                                             **({"paired_domain_weights": list(cfg.pseudo.paired_domain_weights)}
@@ -795,6 +802,13 @@ def _labels_summary(cfg: MolConfig) -> str:
                      f"the final generalist trains on pseudo-labels of "
                      + {"latest": "the last round only", "dagger": "every DAgger round",
                         "all": "every round"}[g.pseudo_rounds])
+    fpf = final_paired_fraction(cfg)
+    if fpf is not None:
+        parts.append(f"{fpf:.0%} of each final distilled batch from the paired demos"
+                     + ("" if fpf == p.paired_fraction or p.paired_fraction is None
+                        else f" ({p.paired_fraction:.0%} in the DAgger rounds)")
+                     + ("" if p.paired_domain_weights is None else
+                        ", their domains weighted " + ":".join(f"{w:g}" for w in p.paired_domain_weights)))
     if p.finetune_fraction:
         parts.append(f"last {p.finetune_fraction:.0%} of the final distilled generalist's steps on paired demos only")
     return "; ".join(parts)

@@ -332,3 +332,24 @@ def test_finetune_fraction_is_the_final_distilled_generalists_only():
     assert "finetune_fraction" not in final["generalist_labeled_only"]     # paired demos only anyway
     for r in (0, 1):                               # the acting generalists, whose rollouts make the labels
         assert "finetune_fraction" not in dict(generalist_jobs(cfg, Path("run"), r))[f"generalist_distilled_r{r}"]
+
+
+def test_final_paired_fraction_is_the_final_distilled_generalists_only():
+    from simdiff.pipelines.mol.stages import _labels_summary, generalist_jobs
+
+    cfg = with_overrides(MolConfig(), dagger={"rounds": 2}, pseudo={"paired_fraction": 0.8})
+    mixed = with_overrides(cfg, pseudo={"final_paired_fraction": 0.6, "paired_domain_weights": [4, 1, 1, 1]})
+    assert with_overrides(cfg, pseudo={"final_paired_fraction": None}).fingerprint() == cfg.fingerprint()
+    assert mixed.fingerprint() != cfg.fingerprint()
+    assert dict(generalist_jobs(mixed, Path("run"), 2))["generalist_distilled_r2"]["paired_fraction"] == 0.6
+    assert dict(generalist_jobs(cfg, Path("run"), 2))["generalist_distilled_r2"]["paired_fraction"] == 0.8
+    for r in (0, 1):                               # the acting generalists keep the rounds' share
+        assert dict(generalist_jobs(mixed, Path("run"), r))[f"generalist_distilled_r{r}"]["paired_fraction"] == 0.8
+    # the variant probe's `--set pseudo.paired_fraction=0.6` on a finished run builds the same final job
+    probe = with_overrides(cfg, pseudo={"paired_fraction": 0.6, "paired_domain_weights": [4, 1, 1, 1]})
+    assert dict(generalist_jobs(probe, Path("run"), 2))["generalist_distilled_r2"] == dict(
+        generalist_jobs(mixed, Path("run"), 2))["generalist_distilled_r2"]
+    assert "60% of each final distilled batch from the paired demos (80% in the DAgger rounds)" in _labels_summary(mixed)
+    assert "weighted 4:1:1:1" in _labels_summary(mixed)
+    with pytest.raises(ConfigError, match="final_paired_fraction"):
+        with_overrides(cfg, pseudo={"final_paired_fraction": 1.5})
