@@ -10,7 +10,8 @@ The job is the run's own final-stage job (``simdiff.pipelines.mol.stages.general
 pseudo-labels, generalist spec, steps and training seed) rebuilt from the run's config with the ``--set``
 overrides applied (e.g. ``pseudo.paired_fraction=0.9``, ``pseudo.paired_domain_weights=[2,1,1,1]``,
 ``generalist.steps=18000``); ``--job labeled_only`` retrains the labeled-only baseline instead, so a size or
-budget change can be given to both. With nothing changed it reproduces the run's generalist exactly. Results
+budget change can be given to both (``pseudo.paired_domain_weights`` too: the baseline then draws its windows with
+those weights). With nothing changed it reproduces the run's generalist exactly. Results
 (``DIR/variant.json``) sit next to the run's own generalist of that kind. ``--eval-seed`` moves the evaluation to
 other seeds (a validation range for choosing a setting, so the held-out seeds stay unseen); ``--skip-train``
 evaluates an already trained ``DIR/generalist``, or with ``--run-generalist NAME`` one of the run's, into
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     # Both final generalists are jobs of the last round (runs made when the labeled-only one trained in round 0
     # have the same job: paired demos only, the generalist's spec, steps and seed).
     spec = next(job for name, job in generalist_jobs(cfg, run, cfg.dagger.rounds) if name.startswith(JOBS[args.job]))
+    if args.job == "labeled_only" and cfg.pseudo.paired_domain_weights:
+        # A run's labeled-only job has uniform windows; a weight probe gives it the distilled generalist's
+        # per-domain weights, to see whether the baseline gains from them too.
+        spec["paired_domain_weights"] = list(cfg.pseudo.paired_domain_weights)
     missing = [f for f in spec["pseudo"] + args.extra_pseudo if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"pseudo-label files not found: {missing}")
